@@ -1,0 +1,171 @@
+"""What we know about each KeptnMetric's value: the last good value, its age, the last error.
+
+This is the explicit cache every consumer reads (the APIs, the lifecycle controller,
+our own /metrics). The evaluator owns it on the leader; on other replicas it is fed from
+the watched `KeptnMetric.status`, so every replica can serve.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import math
+from decimal import Decimal
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from metrics_server.model import KeptnMetric, ObjectKey
+
+RAW_VALUE_LIMIT = 1024 * 1024  # rawValue is capped at 1 MiB, as Keptn's status field allows
+
+
+def format_value(value: float) -> str:
+    """Format a float like Go's `%v`: shortest digits, exponent form outside [1e-4, 1e21)."""
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError("non-finite values are never formatted")
+    if value == 0:
+        return "0"
+    exact = Decimal(repr(value))  # repr gives the shortest round-tripping digits
+    sign, digits, exponent = exact.as_tuple()
+    assert isinstance(exponent, int)
+    while len(digits) > 1 and digits[-1] == 0:
+        digits, exponent = digits[:-1], exponent + 1
+    lead = len(digits) + exponent - 1
+    prefix = "-" if sign else ""
+    if -4 <= lead < 21:
+        text = format(exact, "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
+    return f"{prefix}{mantissa}e{'-' if lead < 0 else '+'}{abs(lead):02d}"
+
+
+def rfc3339(ts: float) -> str:
+    """Kubernetes metav1.Time wire form: seconds precision, UTC, `Z`."""
+    return dt.datetime.fromtimestamp(int(ts), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class IntervalResult:
+    value: str
+    range: dict[str, Any]
+    last_updated: float
+    err_msg: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "range": self.range, "lastUpdated": rfc3339(self.last_updated)}
+        if self.err_msg:
+            out["errMsg"] = self.err_msg
+        return out
+
+
+@dataclass
+class MetricState:
+    """Value and health of one KeptnMetric. `value` is always the last *good* value."""
+
+    key: ObjectKey
+    fetch_interval: float
+    value: float | None = None
+    value_text: str = ""
+    raw: bytes = b""
+    last_success: float | None = None  # when the current value was fetched
+    last_attempt: float | None = None
+    error: str = ""  # empty while the last attempt succeeded
+    consecutive_failures: int = 0
+    interval_results: deque[IntervalResult] = field(default_factory=deque)
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def age(self, now: float) -> float | None:
+        return None if self.last_success is None else max(0.0, now - self.last_success)
+
+    def status(self) -> dict[str, Any]:
+        """The KeptnMetric `.status` for this state, in upstream's field names."""
+        out: dict[str, Any] = {"value": self.value_text}
+        if self.raw:
+            out["rawValue"] = base64.b64encode(self.raw[:RAW_VALUE_LIMIT]).decode()
+        if self.last_attempt is not None:
+            out["lastUpdated"] = rfc3339(self.last_attempt)
+        out["errMsg"] = self.error
+        if self.interval_results:
+            out["intervalResults"] = [r.to_status() for r in self.interval_results]
+        return out
+
+
+ChangeListener = Callable[[MetricState | None, ObjectKey], None]
+
+
+class MetricStates:
+    """The explicit cache of metric states, keyed by (namespace, name)."""
+
+    def __init__(self) -> None:
+        self._states: dict[ObjectKey, MetricState] = {}
+        self._listeners: list[ChangeListener] = []
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._states
+
+    def get(self, key: ObjectKey) -> MetricState | None:
+        return self._states.get(key)
+
+    def values(self) -> list[MetricState]:
+        return list(self._states.values())
+
+    def ensure(self, key: ObjectKey, fetch_interval: float) -> MetricState:
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = MetricState(key=key, fetch_interval=fetch_interval)
+        state.fetch_interval = fetch_interval
+        return state
+
+    def remove(self, key: ObjectKey) -> None:
+        if self._states.pop(key, None) is not None:
+            self._notify(None, key)
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def changed(self, state: MetricState) -> None:
+        self._notify(state, state.key)
+
+    def _notify(self, state: MetricState | None, key: ObjectKey) -> None:
+        for listener in list(self._listeners):
+            listener(state, key)
+
+    def load_status(self, metric: KeptnMetric) -> MetricState:
+        """Adopt a metric's written status (replicas that do not fetch serve from it)."""
+        state = self.ensure(metric.key, metric.fetch_interval_seconds)
+        state.labels = dict(metric.meta.labels)
+        status = metric.status or {}
+        text = status.get("value")
+        updated = parse_rfc3339(str(status.get("lastUpdated", "")))
+        err = str(status.get("errMsg") or "")
+        state.error = err
+        state.last_attempt = updated
+        if isinstance(text, str) and text and not err:
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                state.value, state.value_text, state.last_success = number, text, updated
+        raw = status.get("rawValue")
+        if isinstance(raw, str):
+            try:
+                state.raw = base64.b64decode(raw)
+            except ValueError:
+                state.raw = b""
+        self.changed(state)
+        return state

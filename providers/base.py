@@ -1,0 +1,125 @@
+"""The one interface every metrics backend implements.
+
+A provider turns (query, window) into samples of a single series. It never aggregates or
+formats: the evaluator does that, identically for every backend. Providers are built once
+per KeptnMetricsProvider (and its Secret) and reused, so they own their connection pools.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Window:
+    """What to ask for: an instant (no range), a range, or a range sampled every step.
+
+    `end` is a Unix timestamp (None means "now", which the provider reads itself).
+    """
+
+    range_seconds: float | None = None
+    step_seconds: float | None = None
+    end: float | None = None
+
+    @property
+    def is_instant(self) -> bool:
+        return self.range_seconds is None
+
+
+@dataclass(frozen=True, order=True)
+class Sample:
+    timestamp: float
+    value: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Samples of one series, oldest first, and the backend's answer for `rawValue`."""
+
+    samples: tuple[Sample, ...]
+    raw: bytes = b""
+
+    def latest(self) -> Sample:
+        if not self.samples:
+            raise ProviderError("the query returned no data")
+        return max(self.samples, key=lambda s: s.timestamp)
+
+
+class ProviderError(Exception):
+    """A fetch failure with a message that is safe to show (never a credential).
+
+    `auth` marks 401/403-style failures so the caller can re-read the Secret;
+    `retryable` marks failures a later attempt may not see (timeouts, 5xx, 429).
+    """
+
+    def __init__(self, message: str, *, auth: bool = False, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.auth = auth
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Everything a provider needs, resolved from a KeptnMetricsProvider and its Secret."""
+
+    type: str
+    target_server: str
+    secret: Mapping[str, bytes] = field(default_factory=dict)
+    secret_key: str = ""
+    insecure_skip_tls_verify: bool = False
+    timeout: float = 10.0
+    name: str = ""  # "namespace/name" of the KeptnMetricsProvider, for messages
+    max_connections: int = 100
+
+    def secret_text(self, key: str) -> str | None:
+        raw = self.secret.get(key)
+        return None if raw is None else raw.decode("utf-8", errors="replace").strip()
+
+    def secret_values(self) -> list[str]:
+        """Every secret value, so callers can scrub them from any text they show."""
+        out = []
+        for raw in self.secret.values():
+            text = raw.decode("utf-8", errors="replace")
+            if len(text.strip()) >= 3:
+                out.append(text.strip())
+                out.extend(part for part in text.split() if len(part) >= 6)
+        return out
+
+
+class Provider(ABC):
+    """A backend client. Subclasses set `types` and implement `query`."""
+
+    types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    async def query(self, query: str, window: Window) -> QueryResult:
+        """Run one query; raise ProviderError with a one-line, credential-free message."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most providers hold a session
+        """Release connections; called when the KeptnMetricsProvider or its Secret changes."""
+
+
+def finite(value: float, what: str = "value") -> float:
+    """Reject NaN and infinities: they are errors, never values (upstream keeps a stale one)."""
+    if math.isnan(value) or math.isinf(value):
+        raise ProviderError(f"the query returned a non-finite {what} ({value})")
+    return value
+
+
+def parse_number(text: object, what: str = "value") -> float:
+    """Parse a backend's numeric string or number strictly; NaN/Inf are errors."""
+    if isinstance(text, bool):
+        raise ProviderError(f"{what} is a boolean, not a number")
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ProviderError(f"{what} {str(text)[:64]!r} is not a number") from None
+    return finite(value, what)

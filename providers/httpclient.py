@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
 
-from providers.base import ProviderConfig, ProviderError
+from providers.base import Provider, ProviderConfig, ProviderError, Window
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -61,7 +62,9 @@ def ssl_context(config: ProviderConfig) -> ssl.SSLContext | bool:
             try:
                 ctx.load_cert_chain(cf.name, kf.name)
             except ssl.SSLError:
-                raise ProviderError("Secret keys tls.crt/tls.key are not a valid certificate and key") from None
+                raise ProviderError(
+                    "Secret keys tls.crt/tls.key are not a valid certificate and key"
+                ) from None
     return ctx
 
 
@@ -108,7 +111,8 @@ def transport_error(provider: str, url: str, exc: BaseException) -> ProviderErro
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return ProviderError(f"{provider} at {safe_url(url)}: TLS verification failed ({type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ProviderError(f"{provider} at {safe_url(url)} is unreachable ({exc.os_error.strerror or exc})", retryable=True)
+        reason = exc.os_error.strerror or exc
+        return ProviderError(f"{provider} at {safe_url(url)} is unreachable ({reason})", retryable=True)
     if isinstance(exc, aiohttp.InvalidURL):
         return ProviderError(f"{provider}: invalid target URL {safe_url(url)}")
     return ProviderError(f"{provider} at {safe_url(url)}: {type(exc).__name__}", retryable=True)
@@ -146,5 +150,90 @@ async def request(
             return resp.status, await read_body(resp)
     except ProviderError:
         raise
-    except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise transport_error(provider, url, exc) from None
+
+
+# --- small generic helpers shared by the HTTP providers (dynatrace, dql, datadog, elastic, http) ---
+
+REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret replaced by <redacted>, longest first, on one line."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return " ".join(text.split())
+
+
+def window_bounds(
+    window: Window, now: float | None = None, default_range: float = 0.0
+) -> tuple[float, float]:
+    """(start, end) Unix seconds of `window`; an instant spans `default_range` seconds."""
+    end = window.end if window.end is not None else (time.time() if now is None else now)
+    span = window.range_seconds if window.range_seconds is not None else default_range
+    return end - span, end
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as the largest whole Go/Dynatrace-style unit: 300 -> '5m', 90 -> '90s', 7200 -> '2h'."""
+    whole = round(seconds)
+    if whole <= 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+class HTTPProvider(Provider):
+    """Base for providers over one aiohttp session: lazy session, redaction, error mapping.
+
+    Subclasses set `label` (the backend's name in messages) and may override
+    `default_headers()`. Every error they raise goes through `error()`/`status_error()`,
+    which scrub all Secret values and any credential the provider learns at run time.
+    """
+
+    label = "backend"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self._session: aiohttp.ClientSession | None = None
+        self._extra_secrets: set[str] = set()
+
+    def default_headers(self) -> dict[str, str]:
+        return {}
+
+    def remember_secret(self, value: str) -> None:
+        """A credential obtained at run time (e.g. an OAuth token) that must never be shown."""
+        if value:
+            self._extra_secrets.add(value)
+
+    def scrub(self, text: str) -> str:
+        return redact(text, [*self.config.secret_values(), *self._extra_secrets])
+
+    def error(self, message: str, *, auth: bool = False, retryable: bool = False) -> ProviderError:
+        return ProviderError(self.scrub(message), auth=auth, retryable=retryable)
+
+    def status_error(self, url: str, status: int, body: bytes, detail: str | None = None) -> ProviderError:
+        exc = http_error(self.label, url, status, body, detail)
+        return ProviderError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable)
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = new_session(self.config, self.default_headers())
+        return self._session
+
+    async def fetch(self, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            return await request(self.session(), self.label, method, url, **kwargs)
+        except ProviderError as exc:
+            raise ProviderError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable) from None
+
+    def json(self, url: str, body: bytes) -> Any:
+        return parse_json(self.label, url, body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

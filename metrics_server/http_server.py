@@ -1,0 +1,102 @@
+"""The plain-HTTP metrics port (9999): health, our /metrics, and upstream's KEDA REST endpoint.
+
+`GET /api/v1/metrics/{namespace}/{name}` answers `{"metric","namespace","value"}` exactly as
+upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON
+`{"error": ..., "code": ...}`: 404 unknown metric, 503 no value yet or stale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+import orjson
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from metrics_server.model import ObjectKey
+from metrics_server.selfmetrics import StatesCollector
+from metrics_server.state import MetricStates
+from metrics_server.store.base import Store
+
+JSON = "application/json"
+Readiness = Callable[[], bool]
+
+
+def json_response(body: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return json_response({"error": message, "code": status}, status)
+
+
+def is_stale(fetch_interval: float, last_success: float | None, now: float, factor: float) -> bool:
+    """A value older than `factor` x its fetch interval is not served as fresh."""
+    return last_success is None or now - last_success > factor * fetch_interval
+
+
+class MetricsPortApp:
+    """Builds the aiohttp application for the metrics port."""
+
+    def __init__(
+        self,
+        store: Store,
+        states: MetricStates,
+        *,
+        ready: Readiness | None = None,
+        staleness_factor: float = 3.0,
+        registries: Iterable[CollectorRegistry] = (),
+        middlewares: Iterable[Callable[..., Awaitable[web.StreamResponse]]] = (),
+    ) -> None:
+        self.store = store
+        self.states = states
+        self.ready = ready or (lambda: store.synced)
+        self.staleness_factor = staleness_factor
+        self.own_registry = CollectorRegistry(auto_describe=False)
+        self.own_registry.register(StatesCollector(states))
+        self.registries = [REGISTRY, self.own_registry, *registries]
+        self.middlewares = list(middlewares)
+        self.shutting_down = False
+
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=self.middlewares)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/livez", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/api/v1/metrics/{namespace}/{name}", self.keda_metric)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.shutting_down:
+            return web.Response(status=503, text="shutting down")
+        if not self.ready():
+            return web.Response(status=503, text="not ready: store not synced")
+        return web.Response(text="ok")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = b"".join(generate_latest(r) for r in self.registries)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def keda_metric(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        name = request.match_info["name"]
+        key = ObjectKey(namespace, name)
+        if self.store.get_metric(key) is None:
+            return json_error(404, f"KeptnMetric {namespace}/{name} not found")
+        state = self.states.get(key)
+        if state is None or state.value is None:
+            detail = f": {state.error}" if state is not None and state.error else ""
+            return json_error(503, f"KeptnMetric {namespace}/{name} has no value yet{detail}")
+        if is_stale(state.fetch_interval, state.last_success, time.time(), self.staleness_factor):
+            return json_error(
+                503,
+                f"KeptnMetric {namespace}/{name} is stale (last good value {state.age(time.time()):.0f}s old)"
+                + (f": {state.error}" if state.error else ""),
+            )
+        return json_response({"metric": name, "namespace": namespace, "value": state.value_text})

@@ -1,0 +1,162 @@
+"""`openmetrics` (ours): read a value straight from a Prometheus text-exposition endpoint.
+
+`targetServer` is any `/metrics` URL (an exporter, a pod, this server itself). The query is
+a series selector, optionally wrapped in one aggregation:
+
+    process_resident_memory_bytes
+    http_requests_total{job="api", code=~"5.."}
+    sum(http_requests_total{code!="200"})        # also max(...), min(...), avg(...), count(...)
+
+Matchers are `=`, `!=`, `=~`, `!~` (anchored regular expressions, as in PromQL). Several
+matching series without an aggregation are an error. A scrape is a single point in time,
+so only instant queries are supported: a range is a clear error.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
+
+from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.httpclient import http_error, new_session, request, safe_url
+
+_AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
+    "sum": sum,
+    "max": max,
+    "min": min,
+    "avg": lambda v: sum(v) / len(v),
+    "count": lambda v: float(len(v)),
+}
+_QUERY = re.compile(r"^\s*(?:(?P<agg>[a-z]+)\s*\(\s*(?P<inner>.*?)\s*\)|(?P<plain>.*?))\s*$", re.S)
+_SELECTOR = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<matchers>.*)\})?$", re.S)
+_MATCHER = re.compile(r'\s*(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+@dataclass(frozen=True)
+class Matcher:
+    label: str
+    op: str
+    value: str
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        actual = labels.get(self.label, "")
+        if self.op == "=":
+            return actual == self.value
+        if self.op == "!=":
+            return actual != self.value
+        hit = re.fullmatch(self.value, actual) is not None
+        return hit if self.op == "=~" else not hit
+
+
+@dataclass(frozen=True)
+class Selector:
+    aggregation: str | None
+    name: str
+    matchers: tuple[Matcher, ...]
+
+
+def parse_selector(query: str) -> Selector:
+    """Parse `[agg(]name{l="v",...}[)]`; raises ProviderError naming what is wrong."""
+    m = _QUERY.match(query)
+    if not m:
+        raise ProviderError(f"invalid openmetrics query {query!r}")
+    agg = m.group("agg")
+    body = m.group("inner") if agg else m.group("plain")
+    if agg is not None and agg not in _AGGREGATIONS:
+        raise ProviderError(f"unsupported aggregation {agg!r} (use {', '.join(_AGGREGATIONS)})")
+    sm = _SELECTOR.match(body or "")
+    if not sm:
+        raise ProviderError(f"invalid series selector {body!r} (expected name{{label=\"value\"}})")
+    matchers: list[Matcher] = []
+    text = (sm.group("matchers") or "").strip()
+    pos = 0
+    while pos < len(text):
+        mm = _MATCHER.match(text, pos)
+        if not mm:
+            raise ProviderError(f"invalid label matcher near {text[pos:pos + 30]!r}")
+        value = mm.group("value").encode().decode("unicode_escape")
+        if mm.group("op") in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ProviderError(f"invalid regular expression {value!r}: {exc}") from None
+        matchers.append(Matcher(mm.group("label"), mm.group("op"), value))
+        pos = mm.end()
+    return Selector(agg, sm.group("name"), tuple(matchers))
+
+
+def select(text: str, selector: Selector, openmetrics: bool) -> list[tuple[dict[str, str], float, float | None]]:
+    parse = parse_openmetrics if openmetrics else parse_prometheus
+    found = []
+    try:
+        for family in parse(text):
+            for sample in family.samples:
+                if sample.name != selector.name:
+                    continue
+                if all(m.matches(sample.labels) for m in selector.matchers):
+                    ts = float(sample.timestamp) if sample.timestamp is not None else None
+                    found.append((dict(sample.labels), float(sample.value), ts))
+    except ValueError as exc:
+        raise ProviderError(f"the endpoint answered an unparsable exposition: {str(exc)[:120]}") from None
+    return found
+
+
+class OpenMetricsProvider(Provider):
+    types = ("openmetrics",)
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        self._session: aiohttp.ClientSession | None = None
+        self._selectors: dict[str, Selector] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def query(self, query: str, window: Window) -> QueryResult:
+        if not window.is_instant:
+            raise ProviderError("openmetrics reads the current value only; remove spec.range")
+        selector = self._selectors.get(query)
+        if selector is None:
+            selector = self._selectors[query] = parse_selector(query)
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}
+            token = self.config.secret_text("token")
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            self._session = new_session(self.config, headers)
+        url = self.config.target_server
+        status, body = await request(self._session, "openmetrics", "GET", url)
+        if status != 200:
+            raise http_error("openmetrics", url, status, body)
+        text = body.decode("utf-8", errors="replace")
+        found = select(text, selector, openmetrics=text.rstrip().endswith("# EOF"))
+        if not found:
+            raise ProviderError(f"no series matches {query!r} at {safe_url(url)}")
+        now = time.time()
+        if selector.aggregation is None:
+            if len(found) > 1:
+                raise ProviderError(
+                    f"{len(found)} series match {query!r}; narrow the selector or wrap it in sum(...), "
+                    "max(...), min(...) or avg(...)"
+                )
+            labels, value, ts = found[0]
+            return QueryResult((Sample(ts or now, finite(value)),), raw=_raw(found))
+        value = _AGGREGATIONS[selector.aggregation]([finite(v) for _, v, _ in found])
+        return QueryResult((Sample(now, finite(value)),), raw=_raw(found))
+
+
+def _raw(found: list[tuple[dict[str, str], float, float | None]]) -> bytes:
+    """The matched series, as rawValue: what the value was computed from."""
+    return orjson.dumps([{"labels": labels, "value": value} for labels, value, _ in found[:100]])
+
+
+def create(config: ProviderConfig) -> Provider:
+    return OpenMetricsProvider(config)

@@ -1,0 +1,150 @@
+"""`keptn-metrics serve`: wire store, evaluator, metrics port and the aggregated API together.
+
+Local mode (`--manifests DIR`) needs no cluster. Kubernetes mode (no `--manifests`) lives in
+`metrics_server.kube.runtime` and reuses `Services` for everything that is not cluster-specific.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from metrics_server.evaluator import Evaluator, EvaluatorOptions
+from metrics_server.http_server import MetricsPortApp
+from metrics_server.state import MetricStates
+from metrics_server.status_sink import StatusSink
+from metrics_server.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+def evaluator_options(args: argparse.Namespace) -> EvaluatorOptions:
+    return EvaluatorOptions(
+        fetch_timeout=args.fetch_timeout,
+        provider_concurrency=args.provider_concurrency,
+        max_backoff=args.max_backoff,
+    )
+
+
+class Services:
+    """Everything `serve` runs besides the store backend: evaluator, metrics port, API."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        store: Store,
+        *,
+        kubernetes_mode: bool,
+        sink: StatusSink | None = None,
+        auth_source: Any = None,
+        kube_api: Any = None,
+    ) -> None:
+        self.args = args
+        self.store = store
+        self.kubernetes_mode = kubernetes_mode
+        self.states = MetricStates()
+        self.evaluator = Evaluator(store, self.states, sink=sink, options=evaluator_options(args))
+        self.metrics_port = MetricsPortApp(store, self.states, staleness_factor=args.staleness_factor)
+        self.auth_source = auth_source
+        self.kube_api = kube_api
+        self._runner: web.AppRunner | None = None
+        self._api: Any = None
+        self._evaluator_task: asyncio.Task[None] | None = None
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._evaluator_task = asyncio.get_running_loop().create_task(self.evaluator.run())
+        app = self.metrics_port.build()
+        if getattr(self.args, "keda_auth", False):
+            app = await self._with_keda_auth(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.args.bind_address, self.args.metrics_port)
+        await site.start()
+        log.info("metrics port listening on http://%s:%s", self.args.bind_address, self.args.metrics_port)
+        self._api = await self._start_api()
+
+    async def _with_keda_auth(self, app: web.Application) -> web.Application:
+        try:
+            from apiservice.server import keda_auth_middleware_for  # type: ignore[attr-defined]
+        except ImportError:
+            log.warning("--keda-auth requested but the API package does not provide it; serving without auth")
+            return app
+        middleware = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
+        wrapped = self.metrics_port
+        wrapped.middlewares.append(middleware)
+        return wrapped.build()
+
+    async def _start_api(self) -> Any:
+        if getattr(self.args, "secure_port", 0) in (0, None):
+            return None
+        try:
+            from apiservice.flags import ApiOptions  # type: ignore[attr-defined]
+            from apiservice.server import start_api  # type: ignore[attr-defined]
+        except ImportError:
+            log.warning("aggregated API not available in this build")
+            return None
+        options = ApiOptions.from_args(self.args, kubernetes_mode=self.kubernetes_mode)
+        return await start_api(self.store, self.states, options, kube_auth=self.auth_source)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopping.set)
+
+    async def stop(self) -> None:
+        """Readiness goes false first, then in-flight requests drain, then fetching stops."""
+        self.metrics_port.shutting_down = True
+        if self._api is not None:
+            await self._api.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._evaluator_task is not None:
+            self._evaluator_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._evaluator_task
+        await self.evaluator.close()
+
+
+async def run_local(args: argparse.Namespace) -> int:
+    from metrics_server.store.local import LocalStore
+
+    store = LocalStore(
+        args.manifests,
+        default_namespace=args.default_namespace,
+        server_namespace=args.server_namespace,
+        poll_interval=args.reload_interval,
+    )
+    services = Services(args, store, kubernetes_mode=False)
+    services.install_signal_handlers()
+    await store.start()
+    for path, problems in store.problems.items():
+        for problem in problems:
+            log.error("manifest problem in %s: %s", path, problem.message)
+    log.info("loaded %d KeptnMetrics from %s", len(store.list_metrics()), args.manifests)
+    try:
+        await services.start()
+        services.evaluator.load()
+        services.evaluator.activate()
+        await services.stopping.wait()
+        log.info("shutting down")
+    finally:
+        await services.stop()
+        await store.stop()
+    return 0
+
+
+async def serve(args: argparse.Namespace) -> int:
+    if args.manifests:
+        return await run_local(args)
+    from metrics_server.kube.runtime import run_kubernetes  # type: ignore[import-not-found,unused-ignore]
+
+    result: int = await run_kubernetes(args)
+    return result

@@ -1,0 +1,161 @@
+"""A thin, dict-based client over kubernetes-asyncio's ApiClient.
+
+kubernetes-asyncio brings configuration (kubeconfig, in-cluster service account, exec
+plugins, token refresh), TLS and authentication; we use its `call_api` directly so every
+resource comes back as a plain dict and every request names its content type explicitly
+(a dict body to the generated `patch_*` methods goes out as json-patch unless told).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["MERGE_PATCH", "ApiException", "KubeClient", "error_reason", "resource_path"]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+JSON = dict[str, Any]
+
+
+def resource_path(
+    group: str,
+    version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The REST path of a collection or object (`group` "" is the core API)."""
+    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+    return base
+
+
+def error_reason(exc: ApiException) -> str:
+    """The `reason` of the Status in an ApiException's body ("" if there is none)."""
+    import json
+
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        return ""
+    return str(body.get("reason") or "") if isinstance(body, dict) else ""
+
+
+class KubeClient:
+    """One ApiClient (one connection pool) for everything this process sends to the API server."""
+
+    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+        self.api = api_client
+
+    @classmethod
+    async def create(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+        """In-cluster config when running in a pod and no kubeconfig is given, else the kubeconfig
+        (`--kubeconfig`, then $KUBECONFIG, then ~/.kube/config)."""
+        cfg = k8s_client.Configuration()
+        if (
+            kubeconfig is None
+            and os.environ.get("KUBERNETES_SERVICE_HOST")
+            and not os.environ.get("KUBECONFIG")
+        ):
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        else:
+            path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+            await k8s_config.load_kube_config(
+                config_file=path, context=context, client_configuration=cfg, persist_config=False
+            )
+        return cls(k8s_client.ApiClient(configuration=cfg))
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        request_timeout: float | None = 30.0,
+    ) -> JSON:
+        """Send one request; returns the decoded JSON body, raises ApiException on non-2xx."""
+        result = await self.api.call_api(
+            path,
+            method,
+            query_params=[(k, v) for k, v in (query or {}).items() if v is not None],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            response_types_map={200: "object", 201: "object", 202: "object"},
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+            _preload_content=True,
+            _request_timeout=request_timeout,
+        )
+        return result if isinstance(result, dict) else {}
+
+    async def stream(
+        self, path: str, query: Mapping[str, Any], read_timeout: float
+    ) -> aiohttp.ClientResponse:
+        """Open a watch stream; the caller reads lines and must release the response."""
+        resp = await self.api.call_api(
+            path,
+            "GET",
+            query_params=[(k, v) for k, v in query.items() if v is not None],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout),
+        )
+        if isinstance(resp, tuple):  # (data, status, headers) when not "http data only"
+            resp = resp[0]
+        assert isinstance(resp, aiohttp.ClientResponse)
+        if not 200 <= resp.status <= 299:
+            data = await resp.read()
+            resp.release()
+            exc = ApiException(status=resp.status, reason=resp.reason)
+            exc.body = data.decode("utf-8", errors="replace")  # type: ignore[assignment]
+            raise exc
+        return resp
+
+    # convenience -------------------------------------------------------------------------------
+    async def get(self, path: str) -> JSON:
+        return await self.request("GET", path)
+
+    async def list(self, path: str, **query: Any) -> JSON:
+        return await self.request("GET", path, query=query)
+
+    async def create_object(self, path: str, body: JSON) -> JSON:
+        return await self.request("POST", path, body=body)
+
+    async def replace(self, path: str, body: JSON) -> JSON:
+        return await self.request("PUT", path, body=body)
+
+    async def merge_patch(self, path: str, body: JSON) -> JSON:
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def delete(self, path: str) -> JSON:
+        return await self.request("DELETE", path)

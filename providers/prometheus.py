@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
 from providers.httpclient import http_error, new_session, parse_json, request, safe_url
@@ -87,12 +88,16 @@ class PrometheusProvider(Provider):
         path, params = self._params(query, window)
         url = self.base + path
         status, body = await self._exchange(url, params)
-        payload = parse_json(self.kind, url, body) if body else None
         if status != 200:
             detail = None
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                payload = None  # proxies answer errors in HTML or plain text
             if isinstance(payload, dict) and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
             raise http_error(self.kind, url, status, body, detail)
+        payload = parse_json(self.kind, url, body)
         return QueryResult(samples=self._samples(payload, window, url), raw=body)
 
     async def _exchange(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:

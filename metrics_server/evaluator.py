@@ -55,6 +55,7 @@ class _Entry:
     seq: int = 0
     running: bool = False
     failures: int = 0
+    fresh: bool = False  # next fetch must not reuse a shared recent answer
 
 
 FetchKey = tuple[ObjectKey, int, str, str, str]
@@ -119,6 +120,15 @@ class Evaluator:
         for task in list(self._tasks):
             task.cancel()
         self._wake.set()
+
+    def trigger(self, key: ObjectKey) -> bool:
+        """Fetch a metric now instead of at its due time (False if unknown or already fetching)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.running:
+            return False
+        entry.fresh = True
+        self._schedule(key, self._now())
+        return True
 
     async def close(self) -> None:
         self.deactivate()
@@ -231,7 +241,8 @@ class Evaluator:
         before = (state.value_text, state.error)
         ok = False
         try:
-            outcome = await self._fetch(metric)
+            fresh, entry.fresh = entry.fresh, False
+            outcome = await self._fetch(metric, fresh=fresh)
             self._record_success(state, metric, outcome)
             ok = True
         except asyncio.CancelledError:
@@ -269,7 +280,7 @@ class Evaluator:
         jitter = self.options.backoff_jitter
         return now + delay * random.uniform(1 - jitter, 1 + jitter)
 
-    async def _fetch(self, metric: KeptnMetric) -> FetchOutcome:
+    async def _fetch(self, metric: KeptnMetric, fresh: bool = False) -> FetchOutcome:
         provider = self.store.resolve_provider(metric)
         if provider is None:
             raise ProviderError(
@@ -286,7 +297,7 @@ class Evaluator:
             mrange.step or "" if mrange else "",
         )
         recent = self._recent.get(fkey)
-        if recent is not None and self._wall() - recent[1] <= metric.fetch_interval_seconds * self.options.share_fraction:
+        if not fresh and recent is not None and self._wall() - recent[1] <= metric.fetch_interval_seconds * self.options.share_fraction:
             return outcome_of(recent[0], recent[1], mrange)
         pending = self._inflight.get(fkey)
         if pending is not None:

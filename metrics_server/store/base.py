@@ -82,7 +82,10 @@ class Store(ABC):
 
 
 class IndexedStore(Store):
-    """In-memory indexes plus listener fan-out; backends call `apply`/`replace_all`."""
+    """In-memory indexes plus listener fan-out; backends call `apply`/`replace_all`.
+
+    Used as is, it is an in-memory store (embedding, tests): `start` just marks it synced.
+    """
 
     def __init__(self, server_namespace: str = "keptn-system") -> None:
         self.server_namespace = server_namespace
@@ -91,6 +94,12 @@ class IndexedStore(Store):
         self._secrets: dict[ObjectKey, Secret] = {}
         self._listeners: list[Listener] = []
         self._synced = asyncio.Event()
+
+    async def start(self) -> None:
+        self.mark_synced()
+
+    async def stop(self) -> None:
+        return None
 
     # -- reads ---------------------------------------------------------------------------
     @property

@@ -260,10 +260,9 @@ class AzureProvider(Provider):
             exc, TimeoutError | az_exc.ServiceRequestTimeoutError | az_exc.ServiceResponseTimeoutError
         ):
             return ProviderError("azure monitor did not answer in time", retryable=True)
-        if isinstance(exc, az_exc.ClientAuthenticationError) and exc.status_code is None:
-            # raised by the credential: no identity, or Entra ID refused the client secret
-            first = self._scrub(str(exc.message or exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return ProviderError(f"azure credentials failed: {first}", auth=True)
+        if isinstance(exc, az_exc.ClientAuthenticationError) and self._from_identity(exc):
+            # raised by the credential: no identity available, or Entra ID refused the client
+            return ProviderError(f"azure credentials failed: {self._identity_detail(exc)}", auth=True)
         if isinstance(exc, az_exc.HttpResponseError):
             status = exc.status_code or 0
             detail = ""
@@ -277,11 +276,31 @@ class AzureProvider(Provider):
                 auth=status in (401, 403) or isinstance(exc, az_exc.ClientAuthenticationError),
                 retryable=status == 429 or status >= 500,
             )
+        if isinstance(exc, az_exc.ServiceRequestError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return ProviderError("azure monitor: TLS verification failed (set ca.crt in the Secret?)")
         if isinstance(exc, az_exc.ServiceRequestError | az_exc.ServiceResponseError):
             return ProviderError(f"azure monitor is unreachable ({type(exc).__name__})", retryable=True)
         if isinstance(exc, ValueError):
             return ProviderError(f"azure query rejected: {self._scrub(str(exc))}")
         return ProviderError(f"azure monitor: {type(exc).__name__}", retryable=True)
+
+    @staticmethod
+    def _from_identity(exc: az_exc.ClientAuthenticationError) -> bool:
+        if exc.response is None:
+            return True
+        with contextlib.suppress(Exception):
+            return "/oauth2/" in str(getattr(exc.response.request, "url", ""))
+        return False
+
+    def _identity_detail(self, exc: az_exc.ClientAuthenticationError) -> str:
+        """Entra ID's error code and the first sentence of its description, or the class name."""
+        if exc.response is not None:
+            with contextlib.suppress(Exception):
+                body = orjson.loads(exc.response.text())
+                description = str(body.get("error_description", "")).split("\r\n")[0].split("\n")[0]
+                return self._scrub(f"HTTP {exc.status_code} {body.get('error', '')}: {description}")
+        lines = str(exc.message or "").strip().splitlines()
+        return self._scrub(lines[0]) if lines else type(exc).__name__
 
     async def query(self, query: str, window: Window) -> QueryResult:
         spec = parse_query(query)

@@ -365,7 +365,8 @@ async def test_a_rejected_client_secret_is_an_auth_error_without_the_secret(azur
             await p.query(CPU, Window(end=BASE))
     finally:
         await p.close()
-    assert info.value.auth
+    assert info.value.auth and "azure credentials failed" in info.value.message
+    assert "AADSTS7000215" in info.value.message
     assert wrong not in str(info.value) and CLIENT_SECRET not in str(info.value)
     assert "\n" not in info.value.message
 
@@ -374,7 +375,7 @@ async def test_an_untrusted_server_certificate_is_refused(azure) -> None:
     other_ca = trustme.CA().cert_pem.bytes().decode()
     p = create(config(azure[1], other_ca, timeout=3))
     try:
-        with pytest.raises(ProviderError):
+        with pytest.raises(ProviderError, match="TLS verification failed"):
             await p.query(CPU, Window(end=BASE))
     finally:
         await p.close()

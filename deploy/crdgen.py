@@ -475,6 +475,8 @@ def analysis_definition_schema() -> Schema:
                 "objectives": {
                     "type": "array",
                     "description": "Objectives defines a list of objectives to evaluate for an analysis",
+                    # bounds the CEL cost estimate of the per-objective rules (upstream: unbounded)
+                    "maxItems": 1000,
                     "items": obj(
                         "Objective defines an objective for analysis",
                         {

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from providers.base import ProviderConfig, QueryResult, Sample, Window, finite
+from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
 from providers.httpclient import HTTPProvider, window_bounds
 
 DEFAULT_INSTANT_RANGE = 300.0
@@ -58,9 +58,14 @@ class DatadogProvider(HTTPProvider):
         if not query.strip():
             raise self.error("Datadog query is empty")
         start, end = window_bounds(window, default_range=DEFAULT_INSTANT_RANGE)
-        if window.step_seconds:
-            return await self._timeseries(query.strip(), start, end, window.step_seconds)
-        return await self._v1(query.strip(), start, end)
+        try:
+            if window.step_seconds:
+                return await self._timeseries(query.strip(), start, end, window.step_seconds)
+            return await self._v1(query.strip(), start, end)
+        except ProviderError as exc:
+            if exc.message.startswith("Datadog"):
+                raise
+            raise self.error(f"Datadog: {exc.message}", auth=exc.auth, retryable=exc.retryable) from None
 
     def _fail(self, url: str, status: int, body: bytes, doc: Any) -> Exception:
         detail = None
@@ -101,7 +106,7 @@ class DatadogProvider(HTTPProvider):
         for point in points:
             if not isinstance(point, list) or len(point) < 2 or point[1] is None:
                 continue
-            samples.append(Sample(float(point[0]) / 1000.0, finite(float(point[1]))))
+            samples.append(Sample(parse_number(point[0], "timestamp") / 1000.0, parse_number(point[1])))
         return QueryResult(self._nonempty(samples), raw=body)
 
     async def _timeseries(self, query: str, start: float, end: float, step: float) -> QueryResult:
@@ -132,7 +137,7 @@ class DatadogProvider(HTTPProvider):
         if len(row) != len(times):
             raise self.error("Datadog answered with mismatched times and values")
         samples = [
-            Sample(float(ts) / 1000.0, finite(float(v)))
+            Sample(parse_number(ts, "timestamp") / 1000.0, parse_number(v))
             for ts, v in zip(times, row, strict=True)
             if v is not None
         ]

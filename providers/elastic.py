@@ -258,7 +258,7 @@ class ElasticProvider(HTTPProvider):
                 continue
             value = self._value(bucket, path)
             if value is not None:
-                samples.append(Sample(float(bucket["key"]) / 1000.0, value))
+                samples.append(Sample(parse_number(bucket.get("key"), "bucket key") / 1000.0, value))
         return samples
 
 

@@ -206,3 +206,9 @@ async def test_tls_with_a_private_ca_and_with_insecure_skip_verify(
     assert (await run(target, insecure=True)).latest().value == 7.0
     with pytest.raises(ProviderError, match="TLS verification failed"):
         await run(target)
+
+
+async def test_a_non_numeric_point_is_a_clear_error(aiohttp_server: Any) -> None:
+    fake = FakeBackend().on("GET", V1, Reply(v1_answer(v1_series([[1.0, "abc"]]))))
+    with pytest.raises(ProviderError, match="Datadog: value 'abc' is not a number"):
+        await run(await fake.start(aiohttp_server))

@@ -1,0 +1,551 @@
+"""The HTTP side of custom.metrics.k8s.io (v1beta2, v1beta1) and external.metrics.k8s.io (v1beta1).
+
+One request handler parses the path itself (so every miss is a proper `Status`), then
+authenticates, authorizes with the attributes of DESIGN.md section 3, and answers with
+bytes encoded by orjson. Each KeptnMetric exposes exactly one metric, named after the
+KeptnMetric itself (as Keptn's HPA documentation uses it):
+
+    GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/keptnmetrics.metrics.keptn.sh/{name}/{name}
+
+Values are served only while fresh: no value yet, a value older than the staleness bound,
+or a value that is not a finite number HPA can read gives 503 for a single metric and is
+left out of a wildcard list (see docs/api.md, "Staleness").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from apiservice import openapi
+from apiservice.auth import Attributes, Authenticator, Authorizer, UserInfo
+from apiservice.quantity import QuantityError, format_quantity
+from apiservice.selectors import Selector, SelectorError, parse_selector
+from apiservice.selfmetrics import observe
+from apiservice.status import ApiError, bytes_response, error_response, status_response
+from metrics_server.model import KeptnMetric, ObjectKey
+from metrics_server.state import MetricStates, rfc3339
+from metrics_server.store.base import EventType, Store, StoreEvent
+
+CUSTOM_GROUP = "custom.metrics.k8s.io"
+EXTERNAL_GROUP = "external.metrics.k8s.io"
+CUSTOM_VERSIONS = ("v1beta2", "v1beta1")
+EXTERNAL_VERSIONS = ("v1beta1",)
+RESOURCE = "keptnmetrics.metrics.keptn.sh"
+#: Spellings of the KeptnMetric resource accepted in paths: HPA's, Keptn's docs', and bare.
+RESOURCE_SPELLINGS = frozenset({RESOURCE, "keptnmetrics.metrics.sh", "keptnmetrics"})
+KEPTN_API_VERSION = "metrics.keptn.sh/v1"
+HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
+
+Clock = Callable[[], float]
+
+
+@functools.lru_cache(maxsize=8192)
+def _quantity(value: float) -> str:
+    return format_quantity(value)
+
+
+def _group_json(group: str, versions: tuple[str, ...]) -> dict[str, Any]:
+    gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+    return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
+
+
+@dataclass(frozen=True)
+class Served:
+    """A value that may be served: canonical Quantity text and its timestamp."""
+
+    quantity: str
+    timestamp: str
+    window: int | None
+
+
+class MetricsApi:
+    def __init__(
+        self,
+        store: Store,
+        states: MetricStates,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        *,
+        max_staleness: float | None = None,
+        discovery_limit: int = 1000,
+        always_allow_paths: list[str] | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.store = store
+        self.states = states
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.max_staleness = max_staleness
+        self.discovery_limit = discovery_limit
+        self.clock = clock
+        paths = always_allow_paths if always_allow_paths is not None else list(HEALTH_PATHS)
+        self._allow_exact = frozenset(p for p in paths if not p.endswith("*"))
+        self._allow_prefix = tuple(p[:-1] for p in paths if p.endswith("*"))
+        self._discovery: dict[str, bytes] = {}
+        self._static = {
+            "/apis": orjson.dumps(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        _group_json(CUSTOM_GROUP, CUSTOM_VERSIONS),
+                        _group_json(EXTERNAL_GROUP, EXTERNAL_VERSIONS),
+                    ],
+                }
+            ),
+            f"/apis/{CUSTOM_GROUP}": orjson.dumps(
+                {"kind": "APIGroup", "apiVersion": "v1", **_group_json(CUSTOM_GROUP, CUSTOM_VERSIONS)}
+            ),
+            f"/apis/{EXTERNAL_GROUP}": orjson.dumps(
+                {"kind": "APIGroup", "apiVersion": "v1", **_group_json(EXTERNAL_GROUP, EXTERNAL_VERSIONS)}
+            ),
+            "/openapi/v2": orjson.dumps(openapi.document()),
+        }
+        store.subscribe(self._on_store_event)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _on_store_event(self, event: StoreEvent) -> None:
+        # Discovery lists names only: status updates (MODIFIED) never change it.
+        if event.type is not EventType.MODIFIED and isinstance(event.obj, KeptnMetric):
+            self._discovery.clear()
+
+    def always_allowed(self, path: str) -> bool:
+        return path in self._allow_exact or (bool(self._allow_prefix) and path.startswith(self._allow_prefix))
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        start = time.perf_counter()
+        route = "unknown"
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise ApiError(
+                    405,
+                    f"the server does not allow this method on the requested resource: "
+                    f"{request.method} {request.path}",
+                )
+            path = request.path
+            if self.always_allowed(path):
+                route, _attrs, answer = self.resolve(path, request)
+            else:
+                user: UserInfo = await self.authenticator.authenticate(request)
+                route, attrs, answer = self.resolve(path, request)
+                await self.authorizer.authorize(user, attrs)
+            response = answer()
+        except ApiError as err:
+            response = error_response(err)
+        observe(route, response.status, time.perf_counter() - start)
+        return response
+
+    # -- routing ----------------------------------------------------------------------------
+    def resolve(self, path: str, request: web.Request) -> tuple[str, Attributes, Callable[[], web.Response]]:
+        """(route label, authorization attributes, answer) for a path. Never raises for a
+        miss: unknown paths are authorized as non-resource requests, then answer 404."""
+        nonresource = Attributes(verb="get", path=path)
+        if path in HEALTH_PATHS:
+            return "health", nonresource, functools.partial(self.health, path)
+        if path == "/metrics":
+            return "metrics", nonresource, self.prometheus
+        static = self._static.get(path)
+        if static is not None:
+            return (
+                ("openapi" if path.startswith("/openapi") else "discovery"),
+                nonresource,
+                (lambda: bytes_response(static)),
+            )
+        parts = path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+            query = request.query
+            if group == CUSTOM_GROUP and version in CUSTOM_VERSIONS:
+                if not rest:
+                    return "custom/discovery", nonresource, functools.partial(self.custom_discovery, version)
+                return self._resolve_custom(
+                    version, rest, query.get("labelSelector"), query.get("metricLabelSelector"), path
+                )
+            if group == EXTERNAL_GROUP and version in EXTERNAL_VERSIONS:
+                if not rest:
+                    return (
+                        "external/discovery",
+                        nonresource,
+                        functools.partial(self.external_discovery, version),
+                    )
+                if len(rest) == 3 and rest[0] == "namespaces" and rest[1] and rest[2]:
+                    ns, metric = rest[1], rest[2]
+                    attrs = Attributes(
+                        verb="list", namespace=ns, group=EXTERNAL_GROUP, version=version, resource=metric
+                    )
+                    return (
+                        "external/value",
+                        attrs,
+                        functools.partial(
+                            self.external_value, version, ns, metric, query.get("labelSelector")
+                        ),
+                    )
+        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
+            return (
+                "openapi",
+                nonresource,
+                functools.partial(
+                    self.not_found, "OpenAPI v3 is not served; the aggregator falls back to /openapi/v2"
+                ),
+            )
+        return "unknown", nonresource, functools.partial(self.not_found, None)
+
+    def _resolve_custom(
+        self, version: str, rest: list[str], label_sel: str | None, metric_sel: str | None, path: str
+    ) -> tuple[str, Attributes, Callable[[], web.Response]]:
+        def attrs(ns: str, resource: str, name: str, sub: str) -> Attributes:
+            return Attributes(
+                verb="get",
+                namespace=ns,
+                group=CUSTOM_GROUP,
+                version=version,
+                resource=resource,
+                name=name,
+                subresource=sub,
+            )
+
+        if len(rest) == 5 and rest[0] == "namespaces" and all(rest):
+            ns, resource, name, metric = rest[1], rest[2], rest[3], rest[4]
+            route = "custom/wildcard" if name == "*" else "custom/object"
+            return (
+                route,
+                attrs(ns, resource, name, metric),
+                functools.partial(
+                    self.custom_objects, version, ns, resource, name, metric, label_sel, metric_sel
+                ),
+            )
+        if len(rest) == 4 and rest[0] == "namespaces" and rest[2] == "metrics" and rest[1] and rest[3]:
+            ns, metric = rest[1], rest[3]
+            return (
+                "custom/namespace",
+                attrs(ns, "metrics", metric, ""),
+                functools.partial(self.namespace_metric, version, [ns], metric, label_sel, metric_sel, False),
+            )
+        if len(rest) == 3 and all(rest):
+            resource, name, metric = rest
+            if resource == "namespaces":
+                namespaces = None if name == "*" else [name]
+                return (
+                    "custom/namespace",
+                    attrs("", "namespaces", name, metric),
+                    functools.partial(
+                        self.namespace_metric, version, namespaces, metric, label_sel, metric_sel, name == "*"
+                    ),
+                )
+            route = "custom/wildcard" if name == "*" else "custom/object"
+            return (
+                route,
+                attrs("", resource, name, metric),
+                functools.partial(
+                    self.custom_objects, version, None, resource, name, metric, label_sel, metric_sel
+                ),
+            )
+        return "unknown", Attributes(verb="get", path=path), functools.partial(self.not_found, None)
+
+    # -- answers ----------------------------------------------------------------------------
+    def not_found(self, message: str | None) -> web.Response:
+        return status_response(404, message or "the server could not find the requested resource")
+
+    def health(self, path: str) -> web.Response:
+        if path == "/readyz" and not self.store.synced:
+            return web.Response(status=503, text="not ready: the store has not synced yet\n")
+        return web.Response(text="ok")
+
+    def prometheus(self) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        resp = web.Response(body=generate_latest(REGISTRY))
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    def _names(self) -> list[str]:
+        names = sorted({m.meta.name for m in self.store.list_metrics()})
+        return names[: self.discovery_limit]
+
+    def custom_discovery(self, version: str) -> web.Response:
+        key = f"custom/{version}"
+        body = self._discovery.get(key)
+        if body is None:
+            names = self._names() or ["*"]  # never empty: "*" stands for any KeptnMetric name
+            resources = [
+                {
+                    "name": f"{RESOURCE}/{n}",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "MetricValueList",
+                    "verbs": ["get"],
+                }
+                for n in names
+            ]
+            body = self._discovery[key] = orjson.dumps(
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": f"{CUSTOM_GROUP}/{version}",
+                    "resources": resources,
+                }
+            )
+        return bytes_response(body)
+
+    def external_discovery(self, version: str) -> web.Response:
+        key = f"external/{version}"
+        body = self._discovery.get(key)
+        if body is None:
+            names = self._names() or ["*"]
+            resources = [
+                {
+                    "name": n,
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "ExternalMetricValueList",
+                    "verbs": ["get"],
+                }
+                for n in names
+            ]
+            body = self._discovery[key] = orjson.dumps(
+                {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": f"{EXTERNAL_GROUP}/{version}",
+                    "resources": resources,
+                }
+            )
+        return bytes_response(body)
+
+    # -- values -----------------------------------------------------------------------------
+    def fresh_value(self, metric: KeptnMetric) -> tuple[float, float]:
+        """(value, time it was fetched) if the value may be served now; ApiError(503) saying why not."""
+        key = metric.key
+        state = self.states.get(key)
+        what = f"KeptnMetric {key.namespace}/{key.name}"
+        if state is None or state.value is None or state.last_success is None:
+            err = state.error if state is not None and state.error else "not fetched yet"
+            raise ApiError(503, f"no value yet for {what}: {err}")
+        value = state.value
+        if not math.isfinite(value):
+            raise ApiError(503, f"the value of {what} is not a finite number ({value})")
+        bound = self.max_staleness if self.max_staleness is not None else 3 * state.fetch_interval
+        age = self.clock() - state.last_success
+        if age > bound:
+            err = f": last error: {state.error}" if state.error else ""
+            raise ApiError(
+                503,
+                f"the value of {what} is stale: fetched {age:.0f}s ago, "
+                f"more than the {bound:.0f}s allowed{err}",
+            )
+        return value, state.last_success
+
+    def serve_value(self, metric: KeptnMetric) -> Served:
+        """The metric's value as a Quantity if it may be served now; ApiError(503) otherwise."""
+        value, fetched = self.fresh_value(metric)
+        what = f"KeptnMetric {metric.meta.namespace}/{metric.meta.name}"
+        try:
+            quantity = _quantity(value)
+        except QuantityError as exc:
+            raise ApiError(503, f"the value of {what} cannot be served: {exc}") from None
+        window = None
+        if metric.range is not None:
+            try:
+                window = int(metric.range.interval_seconds)
+            except ValueError:
+                window = None
+        return Served(quantity, rfc3339(fetched), window)
+
+    @staticmethod
+    def _selectors(label_sel: str | None, metric_sel: str | None) -> tuple[Selector, Selector]:
+        try:
+            return parse_selector(label_sel), parse_selector(metric_sel)
+        except SelectorError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def _item(
+        self, version: str, described: dict[str, str], metric_name: str, served: Served, metric_sel: Selector
+    ) -> dict[str, Any]:
+        selector = metric_sel.to_label_selector() if not metric_sel.empty else None
+        if version == "v1beta2":
+            ident: dict[str, Any] = {"name": metric_name}
+            if selector is not None:
+                ident["selector"] = selector
+            item: dict[str, Any] = {
+                "describedObject": described,
+                "metric": ident,
+                "timestamp": served.timestamp,
+            }
+            if served.window is not None:
+                item["windowSeconds"] = served.window
+            item["value"] = served.quantity
+            return item
+        item = {"describedObject": described, "metricName": metric_name, "timestamp": served.timestamp}
+        if served.window is not None:
+            item["window"] = served.window
+        item["value"] = served.quantity
+        item["selector"] = selector
+        return item
+
+    def _list(self, version: str, items: list[dict[str, Any]]) -> web.Response:
+        return bytes_response(
+            orjson.dumps(
+                {
+                    "kind": "MetricValueList",
+                    "apiVersion": f"{CUSTOM_GROUP}/{version}",
+                    "metadata": {},
+                    "items": items,
+                }
+            )
+        )
+
+    def _collect(
+        self,
+        version: str,
+        candidates: list[tuple[KeptnMetric, dict[str, str]]],
+        metric: str,
+        metric_sel: Selector,
+        single: bool,
+    ) -> web.Response:
+        items: list[dict[str, Any]] = []
+        unavailable: ApiError | None = None
+        for m, described in candidates:
+            if not metric_sel.matches(m.meta.labels):
+                continue
+            try:
+                served = self.serve_value(m)
+            except ApiError as err:
+                if single:
+                    raise
+                unavailable = unavailable or err
+                continue
+            items.append(self._item(version, described, metric, served, metric_sel))
+        if single and not items:
+            raise ApiError(
+                404, f'the metric "{metric}" has no series matching metricLabelSelector "{metric_sel.text}"'
+            )
+        if not items and unavailable is not None:
+            raise unavailable  # every match lacks a fresh value: say why rather than an empty list
+        return self._list(version, items)
+
+    def custom_objects(
+        self,
+        version: str,
+        namespace: str | None,
+        resource: str,
+        name: str,
+        metric: str,
+        label_sel: str | None,
+        metric_sel: str | None,
+    ) -> web.Response:
+        if resource not in RESOURCE_SPELLINGS:
+            raise ApiError(
+                404,
+                f'the server could not find the requested resource: resource "{resource}" '
+                f"is not served here; use {RESOURCE} (KeptnMetric)",
+            )
+        objects, metrics = self._selectors(label_sel, metric_sel)
+        if namespace is None and name != "*":
+            raise ApiError(
+                404,
+                f"KeptnMetrics are namespaced: use /apis/{CUSTOM_GROUP}/{version}/namespaces/"
+                f"{{namespace}}/{RESOURCE}/{name}/{metric}",
+            )
+        if name != "*":
+            assert namespace is not None
+            obj = self.store.get_metric(ObjectKey(namespace, name))
+            if obj is None:
+                raise ApiError(404, f'{RESOURCE} "{name}" not found in namespace "{namespace}"')
+            if name != metric:
+                raise ApiError(
+                    404,
+                    f'the metric "{metric}" is not available for KeptnMetric {namespace}/{name}: '
+                    f'a KeptnMetric has one metric, named after itself ("{name}")',
+                )
+            if not objects.matches(obj.meta.labels):
+                raise ApiError(
+                    404, f'KeptnMetric {namespace}/{name} does not match labelSelector "{objects.text}"'
+                )
+            return self._collect(version, [(obj, self._described(obj))], metric, metrics, single=True)
+        # Wildcard: the KeptnMetric named `metric` in this namespace (never another one), or in
+        # every namespace for the cluster-scoped form (authorized at the cluster scope).
+        if namespace is not None:
+            found = self.store.get_metric(ObjectKey(namespace, metric))
+            pool = [found] if found is not None else []
+        else:
+            pool = [m for m in self.store.list_metrics() if m.meta.name == metric]
+        pool.sort(key=lambda m: m.key)
+        candidates = [(m, self._described(m)) for m in pool if objects.matches(m.meta.labels)]
+        return self._collect(version, candidates, metric, metrics, single=False)
+
+    @staticmethod
+    def _described(m: KeptnMetric) -> dict[str, str]:
+        return {
+            "kind": "KeptnMetric",
+            "namespace": m.meta.namespace,
+            "name": m.meta.name,
+            "apiVersion": KEPTN_API_VERSION,
+        }
+
+    def namespace_metric(
+        self,
+        version: str,
+        namespaces: list[str] | None,
+        metric: str,
+        label_sel: str | None,
+        metric_sel: str | None,
+        wildcard: bool,
+    ) -> web.Response:
+        objects, metrics = self._selectors(label_sel, metric_sel)
+        if not objects.empty:
+            raise ApiError(400, "labelSelector is not supported for metrics describing namespaces")
+        if namespaces is None:
+            pool = sorted(
+                (m for m in self.store.list_metrics() if m.meta.name == metric), key=lambda m: m.key
+            )
+        else:
+            found = self.store.get_metric(ObjectKey(namespaces[0], metric))
+            if found is None:
+                raise ApiError(404, f'{RESOURCE} "{metric}" not found in namespace "{namespaces[0]}"')
+            pool = [found]
+        candidates = [(m, {"kind": "Namespace", "name": m.meta.namespace, "apiVersion": "/v1"}) for m in pool]
+        return self._collect(version, candidates, metric, metrics, single=not wildcard)
+
+    def external_value(
+        self, version: str, namespace: str, metric: str, label_sel: str | None
+    ) -> web.Response:
+        selector, _ = self._selectors(label_sel, None)
+        obj = self.store.get_metric(ObjectKey(namespace, metric))
+        if obj is None:
+            raise ApiError(404, f'{RESOURCE} "{metric}" not found in namespace "{namespace}"')
+        items: list[dict[str, Any]] = []
+        if selector.matches(obj.meta.labels):
+            served = self.serve_value(obj)
+            item: dict[str, Any] = {
+                "metricName": metric,
+                "metricLabels": dict(obj.meta.labels),
+                "timestamp": served.timestamp,
+            }
+            if served.window is not None:
+                item["window"] = served.window
+            item["value"] = served.quantity
+            items.append(item)
+        return bytes_response(
+            orjson.dumps(
+                {
+                    "kind": "ExternalMetricValueList",
+                    "apiVersion": f"{EXTERNAL_GROUP}/{version}",
+                    "metadata": {},
+                    "items": items,
+                }
+            )
+        )
+
+
+def build_app(api: MetricsApi) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": 16384})
+    app.router.add_route("*", "/{tail:.*}", api.handle)
+    return app

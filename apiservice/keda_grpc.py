@@ -1,0 +1,190 @@
+"""KEDA external scaler (gRPC, KEDA's externalscaler.proto) over the same values as the APIs.
+
+A ScaledObject trigger of `type: external` names the KeptnMetric in its metadata:
+
+    scalerAddress: keptn-metrics.keptn-system.svc:9998
+    keptnMetricName: cpu-throttling     # required (alias: metricName)
+    namespace: podtato-kubectl          # default: the ScaledObject's namespace
+    targetValue: "10"                   # default 1
+    activationTargetValue: "0"          # default 0: active while value > activation
+
+Errors are gRPC statuses: NOT_FOUND (no such KeptnMetric), UNAVAILABLE (no fresh value:
+same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata). KEDA then applies
+the ScaledObject's fallback, if any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from apiservice import keda_proto as pb
+from apiservice.selfmetrics import observe
+from apiservice.status import ApiError
+from metrics_server.model import KeptnMetric, ObjectKey
+from metrics_server.store.base import Store
+
+log = logging.getLogger(__name__)
+
+ValueFn = Callable[[KeptnMetric], tuple[float, float]]  # MetricsApi.fresh_value
+
+
+@dataclass(frozen=True)
+class Trigger:
+    key: ObjectKey
+    target: float
+    activation: float
+
+
+def _number(meta: Any, name: str, default: float) -> float:
+    raw = meta.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name}={raw!r} is not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name} must be finite")
+    return value
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def parse_trigger(ref: Any) -> Trigger:
+    meta = ref.scalerMetadata
+    name = meta.get("keptnMetricName") or meta.get("metricName") or ""
+    if not name:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.keptnMetricName is required")
+    namespace = meta.get("namespace") or ref.namespace
+    if not namespace:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "no namespace: set scalerMetadata.namespace")
+    target = _number(meta, "targetValue", 1.0)
+    if target <= 0:
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.targetValue must be greater than 0")
+    return Trigger(ObjectKey(namespace, name), target, _number(meta, "activationTargetValue", 0.0))
+
+
+class ExternalScaler:
+    def __init__(self, store: Store, value_fn: ValueFn, *, stream_interval: float = 1.0) -> None:
+        self.store = store
+        self.value_fn = value_fn
+        self.stream_interval = stream_interval
+
+    def _value(self, trigger: Trigger) -> float:
+        metric = self.store.get_metric(trigger.key)
+        if metric is None:
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {trigger.key} not found")
+        try:
+            return self.value_fn(metric)[0]
+        except ApiError as err:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, err.message) from None
+
+    async def _run(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return fn()
+        except _Abort as exc:
+            code = exc.code
+            await context.abort(exc.code, exc.message)
+        finally:
+            observe(f"keda/grpc/{method}", code.value[0], time.perf_counter() - start)
+
+    async def is_active(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def answer() -> Any:
+            trigger = parse_trigger(request)
+            return pb.IsActiveResponse(result=self._value(trigger) > trigger.activation)
+
+        return await self._run("IsActive", context, answer)
+
+    async def stream_is_active(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Sends the activity now and whenever it changes (checked every `stream_interval` s)."""
+        try:
+            trigger = parse_trigger(request)
+        except _Abort as exc:
+            await context.abort(exc.code, exc.message)
+            return
+        last: bool | None = None
+        while True:
+            try:
+                active = self._value(trigger) > trigger.activation
+            except _Abort as exc:
+                if exc.code == grpc.StatusCode.NOT_FOUND:
+                    await context.abort(exc.code, exc.message)
+                    return
+                active = False  # no fresh value: not active (KEDA keeps polling GetMetrics too)
+            if active != last:
+                last = active
+                yield pb.IsActiveResponse(result=active)
+            await asyncio.sleep(self.stream_interval)
+
+    async def get_metric_spec(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def answer() -> Any:
+            trigger = parse_trigger(request)
+            spec = pb.MetricSpec(
+                metricName=trigger.key.name,
+                targetSize=max(1, math.ceil(trigger.target)),
+                targetSizeFloat=trigger.target,
+            )
+            return pb.GetMetricSpecResponse(metricSpecs=[spec])
+
+        return await self._run("GetMetricSpec", context, answer)
+
+    async def get_metrics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def answer() -> Any:
+            trigger = parse_trigger(request.scaledObjectRef)
+            value = self._value(trigger)
+            name = request.metricName or trigger.key.name
+            as_int = round(value) if abs(value) < 2**62 else (2**62 if value > 0 else -(2**62))
+            return pb.GetMetricsResponse(
+                metricValues=[pb.MetricValue(metricName=name, metricValue=as_int, metricValueFloat=value)]
+            )
+
+        return await self._run("GetMetrics", context, answer)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any, req: Any, resp: Any) -> Any:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+            )
+
+        return grpc.method_handlers_generic_handler(
+            pb.SERVICE,
+            {
+                "IsActive": unary(self.is_active, pb.ScaledObjectRef, pb.IsActiveResponse),
+                "StreamIsActive": grpc.unary_stream_rpc_method_handler(
+                    self.stream_is_active,
+                    request_deserializer=pb.ScaledObjectRef.FromString,
+                    response_serializer=pb.IsActiveResponse.SerializeToString,
+                ),
+                "GetMetricSpec": unary(self.get_metric_spec, pb.ScaledObjectRef, pb.GetMetricSpecResponse),
+                "GetMetrics": unary(self.get_metrics, pb.GetMetricsRequest, pb.GetMetricsResponse),
+            },
+        )
+
+
+async def start_grpc_scaler(scaler: ExternalScaler, address: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start the scaler on `address:port` (port 0: any free port); returns (server, bound port)."""
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((scaler.handler(),))
+    bound = server.add_insecure_port(f"{address}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {address}:{port} for the KEDA gRPC scaler")
+    await server.start()
+    log.info("KEDA external scaler (gRPC) listening on %s:%d", address, bound)
+    return server, bound

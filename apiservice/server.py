@@ -1,0 +1,301 @@
+"""Start and stop the aggregated API server (HTTPS) and the KEDA gRPC scaler.
+
+runner = await start_api(store, states, options)
+...
+await runner.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from apiservice.api import MetricsApi, build_app
+from apiservice.auth import (
+    AccessReviewer,
+    Authenticator,
+    Authorizer,
+    KubeReviewClient,
+    RequestHeaderConfig,
+    TokenReviewer,
+    kube_api_client,
+)
+from apiservice.certs import CertificateAuthorities, TlsManager, ensure_self_signed
+from apiservice.flags import ApiOptions
+from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
+from metrics_server.state import MetricStates
+from metrics_server.store.base import Store
+
+log = logging.getLogger(__name__)
+
+AUTH_CONFIGMAP = "kube-system/extension-apiserver-authentication"
+
+
+@dataclass
+class ApiRunner:
+    api: MetricsApi
+    authenticator: Authenticator
+    authorizer: Authorizer
+    port: int | None = None  # bound HTTPS (or --insecure-http) port
+    grpc_port: int | None = None  # bound KEDA gRPC port, None when disabled
+    scheme: str = "https"
+    #: PEM of the self-signed CA (None when --tls-cert-file was given): an APIService's caBundle.
+    ca_bundle: bytes | None = None
+    tls: TlsManager | None = None
+    _runner: web.AppRunner | None = None
+    _grpc: Any = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to `grace` seconds), release everything."""
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+
+def _read(path: str | None) -> bytes:
+    return Path(path).read_bytes() if path else b""
+
+
+def _json_list(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return [str(v) for v in value] if isinstance(value, list) else None
+
+
+class _AuthConfigMap:
+    """Applies `kube-system/extension-apiserver-authentication` where flags did not say otherwise."""
+
+    def __init__(
+        self,
+        options: ApiOptions,
+        requestheader: RequestHeaderConfig,
+        cas: CertificateAuthorities,
+        tls: TlsManager | None,
+    ) -> None:
+        self.options = options
+        self.requestheader = requestheader
+        self.cas = cas
+        self.tls = tls
+
+    def apply(self, data: dict[str, str] | None) -> None:
+        if not data:
+            return
+        o, rh = self.options, self.requestheader
+        if o.requestheader_allowed_names is None:
+            names = _json_list(data.get("requestheader-allowed-names"))
+            rh.allowed_names = names or []
+        for flag_value, key, attr in (
+            (o.requestheader_username_headers, "requestheader-username-headers", "username_headers"),
+            (o.requestheader_group_headers, "requestheader-group-headers", "group_headers"),
+            (
+                o.requestheader_extra_headers_prefix,
+                "requestheader-extra-headers-prefix",
+                "extra_headers_prefixes",
+            ),
+        ):
+            if flag_value is None:
+                got = _json_list(data.get(key))
+                if got:
+                    setattr(rh, attr, got)
+        rh_pem = (
+            None
+            if o.requestheader_client_ca_file
+            else (data.get("requestheader-client-ca-file") or "").encode()
+        )
+        cl_pem = None if o.client_ca_file else (data.get("client-ca-file") or "").encode()
+        if self.tls is not None:
+            changed = self.tls.set_cas(rh_pem, cl_pem)
+        else:
+            changed = self.cas.set(
+                rh_pem if rh_pem is not None else self.cas.requestheader_pem,
+                cl_pem if cl_pem is not None else self.cas.client_pem,
+            )
+        if changed:
+            log.info("client CAs updated from ConfigMap %s", AUTH_CONFIGMAP)
+
+
+async def inject_ca_bundle(api_client: Any, names: list[str], ca_pem: bytes) -> None:
+    """Patch `spec.caBundle` of the named APIServices with our CA (self-signed mode)."""
+    from kubernetes_asyncio import client
+
+    api = client.ApiregistrationV1Api(api_client)
+    body = {"spec": {"caBundle": base64.b64encode(ca_pem).decode()}}
+    for name in names:
+        try:
+            await api.patch_api_service(name, body, _content_type="application/merge-patch+json")  # type: ignore[call-arg]
+            log.info("patched APIService %s with the self-signed CA", name)
+        except Exception as exc:  # the server still runs; the operator sees why HPA cannot reach it
+            log.error("could not patch caBundle of APIService %s: %s", name, exc)
+
+
+async def start_api(
+    store: Store,
+    states: MetricStates,
+    options: ApiOptions,
+    *,
+    kube_auth: Any = None,
+    auth_source: Any = None,
+    api_client: Any = None,
+    clock: Callable[[], float] = time.time,
+) -> ApiRunner:
+    """Start the HTTPS server of the metrics APIs and the KEDA gRPC scaler.
+
+    kube_auth: an object with `review_token(token)` and `review_access(user, attrs)` (see
+      apiservice.auth.TokenReviewer/AccessReviewer); default: built from
+      --authentication-kubeconfig / --authorization-kubeconfig, else in-cluster, else
+      --kubeconfig, when needed (Kubernetes mode or --authorization-mode Webhook).
+    auth_source: object with `auth_configmap` (dict or None) and
+      `subscribe_auth_configmap(callback)`; default: `store` if it has them (Kubernetes mode).
+    api_client: kubernetes-asyncio ApiClient used to patch APIService caBundles.
+    """
+    o = options
+    cas = CertificateAuthorities()
+    requestheader = RequestHeaderConfig()
+    if o.requestheader_allowed_names is not None:
+        requestheader.allowed_names = list(o.requestheader_allowed_names)
+    if o.requestheader_username_headers:
+        requestheader.username_headers = list(o.requestheader_username_headers)
+    if o.requestheader_group_headers:
+        requestheader.group_headers = list(o.requestheader_group_headers)
+    if o.requestheader_extra_headers_prefix:
+        requestheader.extra_headers_prefixes = list(o.requestheader_extra_headers_prefix)
+
+    closers: list[Callable[[], Any]] = []
+    tls: TlsManager | None = None
+    ca_bundle: bytes | None = None
+    if o.insecure_http:
+        if o.kubernetes_mode:
+            raise ValueError("--insecure-http is only allowed in local mode")
+        cas.set(_read(o.requestheader_client_ca_file), _read(o.client_ca_file))
+    else:
+        if o.tls_cert_file and o.tls_private_key_file:
+            cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
+        else:
+            cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts)
+            cert_file, key_file = str(cert_path), str(key_path)
+        tls = TlsManager(
+            cert_file,
+            key_file,
+            cas,
+            requestheader_ca_file=o.requestheader_client_ca_file,
+            client_ca_file=o.client_ca_file,
+        )
+
+    # Review backends (TokenReview / SubjectAccessReview).
+    token_reviewer: TokenReviewer | None = kube_auth
+    access_reviewer: AccessReviewer | None = kube_auth
+    needs_kube = o.kubernetes_mode or o.authorization_mode == "Webhook" or bool(o.authentication_kubeconfig)
+    if kube_auth is None and needs_kube:
+        authn_client = await kube_api_client(o.authentication_kubeconfig, o.kubeconfig)
+        authz_client = None
+        if o.authorization_kubeconfig and o.authorization_kubeconfig != o.authentication_kubeconfig:
+            authz_client = await kube_api_client(o.authorization_kubeconfig, o.kubeconfig)
+        reviews = KubeReviewClient(authn_client, authz_client)
+        closers.append(reviews.close)
+        token_reviewer = access_reviewer = reviews
+
+    authenticator = Authenticator(
+        cas, requestheader, token_reviewer, anonymous=o.anonymous_auth, token_ttl=o.token_cache_ttl
+    )
+    authorizer = Authorizer(
+        o.authorization_mode,
+        access_reviewer if o.authorization_mode == "Webhook" else None,
+        allowed_ttl=o.authz_allowed_ttl,
+        denied_ttl=o.authz_denied_ttl,
+    )
+
+    # The authentication ConfigMap (Kubernetes mode): CA files and header names not given as flags.
+    source = auth_source
+    if source is None and o.kubernetes_mode and hasattr(store, "auth_configmap"):
+        source = store
+    if source is not None:
+        configmap = _AuthConfigMap(o, requestheader, cas, tls)
+        configmap.apply(getattr(source, "auth_configmap", None))
+        subscribe = getattr(source, "subscribe_auth_configmap", None)
+        if subscribe is not None:
+
+            def on_configmap(*args: Any) -> None:
+                data = args[0] if args else getattr(source, "auth_configmap", None)
+                try:
+                    configmap.apply(data)
+                except Exception:
+                    log.exception("applying %s failed; keeping the previous settings", AUTH_CONFIGMAP)
+
+            subscribe(on_configmap)
+
+    api = MetricsApi(
+        store,
+        states,
+        authenticator,
+        authorizer,
+        max_staleness=o.max_staleness,
+        discovery_limit=o.discovery_limit,
+        always_allow_paths=o.always_allow_paths,
+        clock=clock,
+    )
+    app = build_app(api)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    host = "127.0.0.1" if o.insecure_http else o.bind_address
+    site = web.TCPSite(runner, host, o.secure_port, ssl_context=tls.context if tls else None, backlog=1024)
+    await site.start()
+    port = None
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            port = addr[1]
+            break
+    result = ApiRunner(
+        api=api,
+        authenticator=authenticator,
+        authorizer=authorizer,
+        port=port,
+        scheme="http" if o.insecure_http else "https",
+        ca_bundle=ca_bundle,
+        tls=tls,
+        _runner=runner,
+        _closers=closers,
+    )
+    log.info("metrics APIs listening on %s://%s:%s", result.scheme, host, port)
+    try:
+        if o.grpc_port:
+            scaler = ExternalScaler(store, api.fresh_value)
+            result._grpc, result.grpc_port = await start_grpc_scaler(scaler, o.bind_address, o.grpc_port)
+        if tls is not None and o.cert_reload_interval > 0:
+            result._tasks.append(asyncio.create_task(tls.watch(o.cert_reload_interval)))
+        if o.kubernetes_mode and o.apiservice_ca_injection and ca_bundle is not None:
+            client = api_client
+            if client is None:
+                client = await kube_api_client(None, o.kubeconfig)
+                closers.append(client.close)
+            await inject_ca_bundle(client, o.apiservice_ca_injection, ca_bundle)
+    except BaseException:
+        await result.stop()
+        raise
+    return result

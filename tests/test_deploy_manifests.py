@@ -1106,3 +1106,20 @@ def test_template_renderer_trims_like_go_templates() -> None:
     assert render.render_template(text, ctx) == "x:\n  y: 1\nz: n\n"
     assert render.render_template("{{- if not .Values.b }}k{{ end }}", ctx) == "k"
     assert render.render_template("r:\n  {{- toYaml .Values.r | nindent 2 }}\n", ctx) == "r:\n  x: 1\n"
+
+
+@pytest.mark.skipif(not HAS_KUBECTL, reason="needs kubectl kustomize for patches/components")
+def test_chart_both_toggles_equal_cert_manager_overlay_with_component(tmp_path: Path) -> None:
+    copy_of_deploy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy_of_deploy, ignore=shutil.ignore_patterns("helm", "__pycache__"))
+    overlay = copy_of_deploy / "overlays" / "cert-manager"
+    with (overlay / "kustomization.yaml").open("a", encoding="utf-8") as f:
+        f.write("components:\n- ../../components/external-metrics\n")
+    _compare(
+        {
+            "namespace": {"create": True},
+            "certManager": {"enabled": True},
+            "externalMetrics": {"enabled": True},
+        },
+        overlay,
+    )

@@ -972,6 +972,7 @@ def test_deployment_is_locked_down() -> None:
         "leader-elect": "true",
         "log-format": "json",
         "apiservice-ca-injection": "v1beta2.custom.metrics.k8s.io,v1beta1.custom.metrics.k8s.io",
+        "self-signed-hosts": "keptn-metrics.keptn-system.svc,keptn-metrics.keptn-system.svc.cluster.local",
     }
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
     assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}

@@ -1,0 +1,74 @@
+"""`keptn-metrics serve` flags of the lifecycle controller (Kubernetes mode only)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    """What run_controller needs from the command line (see `options_from_args`)."""
+
+    enabled: bool = True
+    server_namespace: str = "keptn-system"
+    staleness_factor: float = 3.0
+    analysis_max_retries: int = 10
+    analysis_retry_interval: float = 10.0
+    analysis_max_retry_interval: float = 300.0
+    definition_retry_interval: float = 10.0
+    fetch_timeout: float = 10.0
+    workers: int = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("lifecycle controller (KeptnEvaluation, Analysis; Kubernetes mode)")
+    group.add_argument(
+        "--enable-lifecycle-controller",
+        dest="lifecycle_controller",
+        action="store_true",
+        default=True,
+        help="reconcile KeptnEvaluations and Analyses on the leader (default: on)",
+    )
+    group.add_argument(
+        "--disable-lifecycle-controller",
+        dest="lifecycle_controller",
+        action="store_false",
+        help="do not reconcile KeptnEvaluations and Analyses (e.g. when Keptn's own operators run)",
+    )
+    group.add_argument(
+        "--analysis-max-retries",
+        type=int,
+        default=10,
+        help="attempts to fetch an Analysis' values before it completes as failed (upstream retries forever)",
+    )
+    group.add_argument(
+        "--analysis-retry-interval",
+        type=float,
+        default=10.0,
+        help="seconds before the first retry of an Analysis whose values could not all be fetched; doubled "
+        "after each failure",
+    )
+    group.add_argument(
+        "--analysis-max-retry-interval",
+        type=float,
+        default=300.0,
+        help="cap of the Analysis retry delay (seconds)",
+    )
+    group.add_argument(
+        "--lifecycle-workers", type=int, default=4, help="KeptnEvaluations/Analyses reconciled concurrently"
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> ControllerOptions:
+    """Build options from `serve`'s parsed arguments (core flags included when present)."""
+    return ControllerOptions(
+        enabled=getattr(args, "lifecycle_controller", True),
+        server_namespace=getattr(args, "server_namespace", "keptn-system"),
+        staleness_factor=getattr(args, "staleness_factor", 3.0),
+        analysis_max_retries=getattr(args, "analysis_max_retries", 10),
+        analysis_retry_interval=getattr(args, "analysis_retry_interval", 10.0),
+        analysis_max_retry_interval=getattr(args, "analysis_max_retry_interval", 300.0),
+        fetch_timeout=getattr(args, "fetch_timeout", 10.0),
+        workers=getattr(args, "lifecycle_workers", 4),
+    )

@@ -133,6 +133,7 @@ class KubeReviews:
     policy: Callable[[dict[str, Any]], tuple[bool, str]] = lambda spec: (True, "")
     token_reviews: list[str] = field(default_factory=list)
     sars: list[dict[str, Any]] = field(default_factory=list)
+    patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     url: str = ""
 
 
@@ -155,7 +156,21 @@ async def kube(aiohttp_server: Any) -> KubeReviews:
         body["status"] = {"allowed": allowed, "reason": reason}
         return web.json_response(body, status=201)
 
+    async def patch_apiservice(request: web.Request) -> web.Response:
+        body = await request.json()
+        name = request.match_info["name"]
+        state.patches.append((name, request.content_type, body))
+        return web.json_response(
+            {
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": name},
+                "spec": {**body["spec"], "service": None},
+            }
+        )
+
     app = web.Application()
+    app.router.add_patch("/apis/apiregistration.k8s.io/v1/apiservices/{name}", patch_apiservice)
     app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", token_review)
     app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", sar)
     server = await aiohttp_server(app)
@@ -170,9 +185,16 @@ async def review_client(url: str) -> KubeReviewClient:
     return KubeReviewClient(client.ApiClient(configuration=cfg))
 
 
-def options(pki: Pki, *argv: str, kubernetes_mode: bool = False) -> ApiOptions:
+def options(pki: Pki, *argv: str, kubernetes_mode: bool = False, pki_flags: bool = True) -> ApiOptions:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    if not pki_flags:
+        return ApiOptions.from_args(
+            parser.parse_args(
+                ["--secure-port", "0", "--grpc-port", "0", "--bind-address", "127.0.0.1", *argv]
+            ),
+            kubernetes_mode,
+        )
     base = [
         "--secure-port",
         "0",
@@ -246,8 +268,10 @@ StartFn = Callable[..., Any]
 async def start(world: World, pki: Pki, kube: KubeReviews) -> AsyncIterator[StartFn]:
     running: list[Running] = []
 
-    async def _start(*argv: str, kubernetes_mode: bool = False, with_kube: bool = True, **kw: Any) -> Running:
-        opts = options(pki, *argv, kubernetes_mode=kubernetes_mode)
+    async def _start(
+        *argv: str, kubernetes_mode: bool = False, with_kube: bool = True, pki_flags: bool = True, **kw: Any
+    ) -> Running:
+        opts = options(pki, *argv, kubernetes_mode=kubernetes_mode, pki_flags=pki_flags)
         kube_auth = await review_client(kube.url) if with_kube else None
         kw.setdefault("clock", lambda: world.now)
         runner = await start_api(world.store, world.states, opts, kube_auth=kube_auth, **kw)

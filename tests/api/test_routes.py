@@ -378,9 +378,8 @@ async def test_health_without_credentials(api, world: World):
 
 
 async def test_readyz_waits_for_the_store(pki, kube, start):
-    from metrics_server.store.base import IndexedStore
-
     import tests.api.conftest as c
+    from metrics_server.store.base import IndexedStore
 
     unsynced = IndexedStore()
     world = c.World(unsynced, c.MetricStates())

@@ -77,7 +77,7 @@ def test_objective_without_value_scores_zero() -> None:
     [
         # all pass
         ({"a": 1, "b": 1, "c": 1}, 90, 75, 4, 4, True, False),
-        # weights: a (2) passes, b (1) fails -> 2/3 = 66.7%
+        # weights: a (2) passes, b (1) fails -> 3/4 = 75%
         ({"a": 1, "b": 50, "c": 1}, 90, 60, 3, 4, False, True),
         # a warns (weight 2 -> 1), rest pass -> 3/4 = 75% -> warning at 75 (inclusive)
         ({"a": 7, "b": 1, "c": 1}, 90, 75, 3, 4, False, True),

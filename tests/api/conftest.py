@@ -34,6 +34,7 @@ class Pki:
     client_ca: trustme.CA
     other_ca: trustme.CA
     dir: Path
+    issued: dict[tuple[int, str, str | None], trustme.LeafCert] = field(default_factory=dict)
 
     @property
     def server_cert(self) -> Path:
@@ -55,10 +56,16 @@ class Pki:
         return ctx
 
     def front_proxy(self, cn: str = FRONT_PROXY_CN) -> trustme.LeafCert:
-        return self.front_proxy_ca.issue_cert(common_name=cn)
+        return self._issue(self.front_proxy_ca, cn, None)
 
     def user(self, cn: str, org: str | None = None, ca: trustme.CA | None = None) -> trustme.LeafCert:
-        return (ca or self.client_ca).issue_cert(common_name=cn, organization_name=org)
+        return self._issue(ca or self.client_ca, cn, org)
+
+    def _issue(self, ca: trustme.CA, cn: str, org: str | None) -> trustme.LeafCert:
+        key = (id(ca), cn, org)
+        if key not in self.issued:  # key generation is slow: one certificate per identity
+            self.issued[key] = ca.issue_cert(common_name=cn, organization_name=org)
+        return self.issued[key]
 
 
 @pytest.fixture(scope="session")
@@ -221,6 +228,7 @@ class Running:
     runner: ApiRunner
     pki: Pki
     sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    _default: aiohttp.ClientSession | None = None
 
     @property
     def base(self) -> str:
@@ -248,7 +256,11 @@ class Running:
     async def get(
         self, path: str, session: aiohttp.ClientSession | None = None, **kw: Any
     ) -> tuple[int, Any, aiohttp.ClientResponse]:
-        s = session or self.proxy()
+        if session is None:
+            if self._default is None:
+                self._default = self.proxy()
+            session = self._default
+        s = session
         async with s.get(self.base + path, **kw) as resp:
             body = await resp.read()
             ctype = resp.headers.get("Content-Type", "")

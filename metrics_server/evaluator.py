@@ -225,9 +225,6 @@ class Evaluator:
             if entry is None or entry.seq != item.seq or entry.running:
                 continue  # superseded, deleted, or still fetching (it reschedules itself)
             entry.running = True
-            if self._lag_observer is not None:
-                self._lag_observer(now - item.due)
-            selfmetrics.SCHEDULE_LAG.observe(max(0.0, now - item.due))
             self._track(asyncio.get_running_loop().create_task(self._evaluate(item.key, entry, item.due)))
 
     def _track(self, task: asyncio.Task[None]) -> None:
@@ -242,7 +239,7 @@ class Evaluator:
         ok = False
         try:
             fresh, entry.fresh = entry.fresh, False
-            outcome = await self._fetch(metric, fresh=fresh)
+            outcome = await self._fetch(metric, due, fresh=fresh, have=state.last_success)
             self._record_success(state, metric, outcome)
             ok = True
         except asyncio.CancelledError:
@@ -280,7 +277,17 @@ class Evaluator:
         jitter = self.options.backoff_jitter
         return now + delay * random.uniform(1 - jitter, 1 + jitter)
 
-    async def _fetch(self, metric: KeptnMetric, fresh: bool = False) -> FetchOutcome:
+    def _started(self, due: float) -> None:
+        """Record schedule lag when work really starts (after any queueing on the provider limit)."""
+        lag = max(0.0, self._now() - due)
+        if self._lag_observer is not None:
+            self._lag_observer(lag)
+        selfmetrics.SCHEDULE_LAG.observe(lag)
+
+    async def _fetch(
+        self, metric: KeptnMetric, due: float, *, fresh: bool = False, have: float | None = None
+    ) -> FetchOutcome:
+        """Query the provider, or share an identical query's answer that this metric has not seen yet."""
         provider = self.store.resolve_provider(metric)
         if provider is None:
             raise ProviderError(
@@ -297,10 +304,17 @@ class Evaluator:
             mrange.step or "" if mrange else "",
         )
         recent = self._recent.get(fkey)
-        if not fresh and recent is not None and self._wall() - recent[1] <= metric.fetch_interval_seconds * self.options.share_fraction:
+        if (
+            not fresh
+            and recent is not None
+            and recent[1] > (have or 0.0)  # never hand a metric its own previous answer again
+            and self._wall() - recent[1] <= metric.fetch_interval_seconds * self.options.share_fraction
+        ):
+            self._started(due)
             return outcome_of(recent[0], recent[1], mrange)
         pending = self._inflight.get(fkey)
         if pending is not None:
+            self._started(due)
             shared = await asyncio.shield(pending)
             return outcome_of(shared[0], shared[1], mrange)
         future: asyncio.Future[_Fetched] = asyncio.get_running_loop().create_future()
@@ -311,6 +325,7 @@ class Evaluator:
             if semaphore is None:
                 semaphore = self._semaphores[provider.key] = asyncio.Semaphore(self.options.provider_concurrency)
             async with semaphore:
+                self._started(due)
                 try:
                     async with asyncio.timeout(self.options.fetch_timeout):
                         fetched = await query_once(client, config, metric.query, mrange)

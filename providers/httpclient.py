@@ -45,7 +45,9 @@ def ssl_context(config: ProviderConfig) -> ssl.SSLContext | bool:
         ctx.verify_mode = ssl.CERT_NONE
     elif ca:
         try:
-            ctx = ssl.create_default_context(cadata=ca)
+            # the system CAs stay trusted too: a provider may also call public endpoints (DQL's SSO)
+            ctx = ssl.create_default_context()
+            ctx.load_verify_locations(cadata=ca)
         except ssl.SSLError:
             raise ProviderError("Secret key ca.crt is not a valid PEM certificate bundle") from None
     elif cert and key:

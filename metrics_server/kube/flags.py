@@ -1,0 +1,97 @@
+"""Flags of Kubernetes mode (`keptn-metrics serve` without --manifests)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _namespaces(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Kubernetes mode")
+    g.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="kubeconfig to reach the API server (default: in-cluster service account, else $KUBECONFIG, "
+        "else ~/.kube/config)",
+    )
+    g.add_argument(
+        "--namespaces",
+        type=_namespaces,
+        default=[],
+        metavar="A,B",
+        help="watch KeptnMetrics and KeptnMetricsProviders only in these namespaces (default: all); the "
+        "server namespace should be included when cluster-wide providers live there",
+    )
+    g.add_argument(
+        "--status-refresh-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="an unchanged value refreshes KeptnMetric.status.lastUpdated at most this often (default 60); "
+        "changed values and errors are written at once",
+    )
+    g.add_argument(
+        "--status-write-qps",
+        type=float,
+        default=20.0,
+        help="global limit of status writes and Events per second (default 20, burst --status-write-burst)",
+    )
+    g.add_argument(
+        "--status-write-burst", type=int, default=40, help="token-bucket burst of status writes (40)"
+    )
+    g.add_argument(
+        "--secret-cache-ttl",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="re-read a provider's Secret after this long (default 300; also re-read after an auth error)",
+    )
+    g.add_argument(
+        "--leader-elect",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="elect one replica (Lease) to fetch metrics and write status; every replica serves (default true)",
+    )
+    g.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "keptn-system",
+        help="namespace of the Lease (default $POD_NAMESPACE or keptn-system)",
+    )
+    g.add_argument("--leader-election-lease-name", default="keptn-metrics-leader", help="Lease name")
+    g.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long standbys wait after the last renewal before taking over (default 15)",
+    )
+    g.add_argument(
+        "--leader-election-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the leader gives up (stops fetching) if it could not renew for this long (default 10)",
+    )
+    g.add_argument(
+        "--leader-election-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="time between renewals and acquisition attempts (default 2)",
+    )

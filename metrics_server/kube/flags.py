@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=True,
         metavar="BOOL",
-        help="elect one replica (Lease) to fetch metrics and write status; every replica serves (default true)",
+        help="elect one replica (Lease) to fetch and write status; every replica serves (default true)",
     )
     g.add_argument(
         "--leader-election-namespace",

@@ -14,6 +14,8 @@ from tests.kube_standin import KubeStandin, json_patch, merge_patch, parse_label
 
 pytestmark = pytest.mark.kube
 
+IR = {"value": "1", "range": {"interval": "5m"}, "lastUpdated": "2024-01-01T00:00:00Z"}
+
 
 def mpath(kube: KubeEnv, name: str | None = None, sub: str | None = None) -> str:
     return resource_path("metrics.keptn.sh", "v1", "keptnmetrics", kube.namespace, name, sub)
@@ -70,10 +72,10 @@ async def test_status_subresource_semantics(kube: KubeEnv) -> None:
     assert after["metadata"]["generation"] == 1
     # merge patch: null deletes a field, lists are replaced
     after = await kube.patch(
-        "KeptnMetric", "m1", {"status": {"errMsg": None, "intervalResults": [{"value": "1"}]}}, sub="status"
+        "KeptnMetric", "m1", {"status": {"errMsg": None, "intervalResults": [IR]}}, sub="status"
     )
     assert "errMsg" not in after["status"] and after["status"]["value"] == "2"
-    assert after["status"]["intervalResults"] == [{"value": "1"}]
+    assert after["status"]["intervalResults"] == [IR]
 
 
 async def test_patch_content_types(kube: KubeEnv) -> None:

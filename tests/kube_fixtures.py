@@ -9,6 +9,7 @@ afterwards. Otherwise an in-process stand-in (tests/kube_standin.py) is started 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -21,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
-from tests.kube_standin import KubeStandin
+from tests.kube_standin import KubeStandin, load_crd_schemas
 
 METRICS = ("metrics.keptn.sh", "v1")
 _PLURALS = {
@@ -32,6 +33,13 @@ _PLURALS = {
     "Lease": ("coordination.k8s.io", "leases"),
     "Event": ("", "events"),
 }
+
+
+@functools.cache
+def deploy_crd_schemas() -> dict[tuple[str, str, str], dict[str, Any]] | None:
+    """The structural schemas of deploy/crds (the stand-in prunes, defaults and validates with them)."""
+    crds = sorted((Path(__file__).resolve().parent.parent / "deploy" / "crds").glob("*.yaml"))
+    return load_crd_schemas(crds) if crds else None
 
 
 def real_cluster() -> bool:
@@ -146,7 +154,7 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
         kubeconfig = os.environ["KUBECONFIG"]
         url = os.environ["KUBE_APISERVER_URL"]
     else:
-        standin = KubeStandin()
+        standin = KubeStandin(crd_schemas=deploy_crd_schemas())
         standin.bookmark_interval = 0.2
         url = await standin.start()
         kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", url))

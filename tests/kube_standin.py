@@ -337,6 +337,62 @@ def _remove(doc: Any, parts: list[str]) -> Any:
     return doc
 
 
+# -- CRD structural schemas (optional) ----------------------------------------------------------
+def load_crd_schemas(paths: Any) -> dict[tuple[str, str, str], JSON]:
+    """{(group, plural, version): openAPIV3Schema} from CRD YAML files (e.g. deploy/crds/*.yaml)."""
+    import yaml
+
+    out: dict[tuple[str, str, str], JSON] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            for doc in yaml.safe_load_all(fh):
+                if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = doc["spec"]
+                for v in spec.get("versions") or []:
+                    schema = ((v.get("schema") or {}).get("openAPIV3Schema")) or None
+                    if schema:
+                        out[(spec["group"], spec["names"]["plural"], v["name"])] = schema
+    return out
+
+
+def _prune(value: Any, schema: JSON, root: bool = False) -> Any:
+    """Drop unknown fields and non-nullable nulls, then apply defaults (as kube-apiserver does)."""
+    if isinstance(value, dict):
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
+            return value
+        props = schema.get("properties")
+        addl = schema.get("additionalProperties")
+        out: JSON = {}
+        for k, v in value.items():
+            if root and k in ("apiVersion", "kind", "metadata"):
+                out[k] = v
+                continue
+            sub = props.get(k) if props is not None else (addl if isinstance(addl, dict) else None)
+            if sub is None:
+                if props is None and (addl is True or schema.get("x-kubernetes-preserve-unknown-fields")):
+                    out[k] = v
+                continue  # pruned
+            if v is None and not sub.get("nullable"):
+                continue
+            out[k] = _prune(v, sub)
+        for k, sub in (props or {}).items():
+            if k not in out and "default" in sub:
+                out[k] = _prune(copy.deepcopy(sub["default"]), sub)
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_prune(v, schema["items"]) for v in value]
+    return value
+
+
+def _field_path(error: Any) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        parts += missing[:1]
+    return ".".join(parts) or "<root>"
+
+
 # -- the server -------------------------------------------------------------------------------
 @dataclass
 class Request:
@@ -382,7 +438,10 @@ class KubeStandin:
     """State and HTTP handlers of the stand-in. Start it with `aiohttp_server(standin.app)`
     or `await standin.start()`."""
 
-    def __init__(self) -> None:
+    def __init__(self, crd_schemas: dict[tuple[str, str, str], JSON] | None = None) -> None:
+        #: structural schemas of custom resources: when given, objects are pruned, defaulted
+        #: and validated like kube-apiserver does (422 Invalid); CEL rules are not evaluated
+        self.crd_schemas = crd_schemas or {}
         self.rv = 1
         self.compacted_rv = 0
         self.objects: dict[tuple[str, str], dict[tuple[str, str], JSON]] = {}
@@ -743,6 +802,7 @@ class KubeStandin:
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version(rt.versions[0])
+        obj = self._structural(rt, version, obj, name)
         stored = self._store(rt, namespace, obj, "ADDED")
         return self._versioned(stored, rt, version)
 
@@ -812,10 +872,40 @@ class KubeStandin:
                 if spec_old != spec_new:
                     result["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
         result["kind"], result["apiVersion"] = rt.kind, rt.api_version(rt.versions[0])
+        result = self._structural(rt, version, result, name)
         if result == {**old, "apiVersion": result["apiVersion"]}:
             return self._versioned(old, rt, version)  # a no-op write does not bump the resourceVersion
         stored = self._store(rt, namespace, result, "MODIFIED", old=copy.deepcopy(old))
         return self._versioned(stored, rt, version)
+
+    def _structural(self, rt: ResourceType, version: str, obj: JSON, name: str) -> JSON:
+        schema = self.crd_schemas.get((rt.group, rt.plural, version)) or self.crd_schemas.get(
+            (rt.group, rt.plural, rt.versions[0])
+        )
+        if not rt.custom or schema is None:
+            return obj
+        import jsonschema
+
+        obj = _prune(obj, schema, root=True)
+        validator = jsonschema.Draft7Validator(schema)
+        errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+        if errors:
+            causes = [
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {e.message}",
+                    "field": _field_path(e),
+                }
+                for e in errors
+            ]
+            summary = ", ".join(f"{c['field']}: Invalid value: {c['message'][15:]}" for c in causes)
+            raise ApiError(
+                422,
+                "Invalid",
+                f'{rt.kind}.{rt.group} "{name}" is invalid: {summary}',
+                {"name": name, "group": rt.group, "kind": rt.kind, "causes": causes},
+            )
+        return obj
 
     def _update(self, rt: ResourceType, version: str, namespace: str, name: str, sub: str, body: Any) -> JSON:
         old = self._get(rt, namespace, name)

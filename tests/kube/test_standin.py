@@ -201,3 +201,20 @@ def test_label_selectors() -> None:
     assert ok({"app": "a", "env": "x", "tier": "web"})
     assert not ok({"app": "c", "env": "x"})
     assert not ok({"app": "a", "env": "x", "gone": "1"})
+
+
+async def test_crd_schema_prunes_defaults_and_validates(kube: KubeEnv) -> None:
+    if kube.standin is not None and not kube.standin.crd_schemas:
+        pytest.skip("no CRDs in deploy/crds")
+    doc = metric_doc("m1")
+    doc["spec"]["range"] = {"interval": "10m", "step": "1m", "aggregation": "max"}
+    doc["spec"]["unknownField"] = "dropped"
+    created = await kube.create(doc)
+    assert "unknownField" not in created["spec"]
+    bad = metric_doc("m2")
+    bad["spec"]["fetchIntervalSeconds"] = "ten"
+    with pytest.raises(ApiException) as e:
+        await kube.create(bad)
+    assert e.value.status == 422 and error_reason(e.value) == "Invalid"
+    body = json.loads(e.value.body or b"{}")
+    assert any(c["field"] == "spec.fetchIntervalSeconds" for c in body["details"]["causes"])

@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metrics_server.evaluator import Evaluator, EvaluatorOptions  # noqa: E402
-from metrics_server.model import KeptnMetric, parse_metric, parse_provider  # noqa: E402
-from metrics_server.state import MetricState, MetricStates  # noqa: E402
-from metrics_server.store.base import IndexedStore  # noqa: E402
+from metrics_server.evaluator import Evaluator, EvaluatorOptions
+from metrics_server.model import KeptnMetric, parse_metric, parse_provider
+from metrics_server.state import MetricState, MetricStates
+from metrics_server.store.base import IndexedStore
 
 
 def _pin(cpu: int) -> None:
@@ -50,8 +50,10 @@ def serve_prometheus_api(port: int, latency: float) -> None:
 
     async def query(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)
-        body = {"status": "success",
-                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [time.time(), "1"]}]}}
+        body = {
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {}, "value": [time.time(), "1"]}]},
+        }
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     app = web.Application()
@@ -83,14 +85,31 @@ def wait_port(port: int) -> None:
 
 def build_store(url: str, count: int, interval: int) -> IndexedStore:
     store = IndexedStore(server_namespace="bench")
-    store.apply(parse_provider({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetricsProvider",
-                                "metadata": {"name": "prom", "namespace": "bench"},
-                                "spec": {"type": "prometheus", "targetServer": url}}))
+    store.apply(
+        parse_provider(
+            {
+                "apiVersion": "metrics.keptn.sh/v1",
+                "kind": "KeptnMetricsProvider",
+                "metadata": {"name": "prom", "namespace": "bench"},
+                "spec": {"type": "prometheus", "targetServer": url},
+            }
+        )
+    )
     for i in range(count):
-        store.apply(parse_metric({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetric",
-                                  "metadata": {"name": f"m{i}", "namespace": f"ns{i % 50}"},
-                                  "spec": {"provider": {"name": "prom"}, "query": f"sum(rate(req_{i}[1m]))",
-                                           "fetchIntervalSeconds": interval}}))
+        store.apply(
+            parse_metric(
+                {
+                    "apiVersion": "metrics.keptn.sh/v1",
+                    "kind": "KeptnMetric",
+                    "metadata": {"name": f"m{i}", "namespace": f"ns{i % 50}"},
+                    "spec": {
+                        "provider": {"name": "prom"},
+                        "query": f"sum(rate(req_{i}[1m]))",
+                        "fetchIntervalSeconds": interval,
+                    },
+                }
+            )
+        )
     store.mark_synced()
     return store
 
@@ -110,9 +129,13 @@ async def run_once(url: str, count: int, interval: int, duration: float, concurr
 
     states = MetricStates()
     done = CompletionCounter()
-    evaluator = Evaluator(store, states, sink=done,
-                          options=EvaluatorOptions(provider_concurrency=concurrency, fetch_timeout=30),
-                          lag_observer=observe)
+    evaluator = Evaluator(
+        store,
+        states,
+        sink=done,
+        options=EvaluatorOptions(provider_concurrency=concurrency, fetch_timeout=30),
+        lag_observer=observe,
+    )
     evaluator.load()
     evaluator.activate(spread_seconds=interval)
     task = asyncio.get_running_loop().create_task(evaluator.run())
@@ -156,16 +179,22 @@ class CompletionCounter:
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--metrics", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--interval", type=int, default=10)
     parser.add_argument("--latency", type=float, default=0.05)
-    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per run (after warm-up)")
-    parser.add_argument("--concurrency", type=int, default=100, help="per-provider concurrency of the evaluator")
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="measured seconds per run (after warm-up)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="per-provider concurrency of the evaluator"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration; medians are reported")
     parser.add_argument("--skip-serial", action="store_true")
     args = parser.parse_args()
@@ -182,24 +211,35 @@ def main() -> None:
     except ImportError:
         pass
     url = f"http://127.0.0.1:{port}"
-    print(f"loopback Prometheus API latency {args.latency * 1000:.0f} ms, interval {args.interval} s, "
-          f"measured {args.duration:.0f} s after a {args.interval} s spread first round, evaluator on one core")
-    header = f"{'mode':<12}{'metrics':>8}{'fetch/s':>10}{'need/s':>8}{'lag p50':>10}{'lag p99':>10}" \
-             f"{'cpu s/1k':>10}{'rss MiB':>9}{'errors':>8}"
+    print(
+        f"loopback Prometheus API latency {args.latency * 1000:.0f} ms, interval {args.interval} s, "
+        f"measured {args.duration:.0f} s after a {args.interval} s spread first round, evaluator on one core"
+    )
+    header = (
+        f"{'mode':<12}{'metrics':>8}{'fetch/s':>10}{'need/s':>8}{'lag p50':>10}{'lag p99':>10}"
+        f"{'cpu s/1k':>10}{'rss MiB':>9}{'errors':>8}"
+    )
     print(header)
     try:
         for count in args.metrics:
             modes = [("scheduler", args.concurrency)] + ([] if args.skip_serial else [("one-at-time", 1)])
             results = {}
             for mode, conc in modes:
-                runs = [asyncio.run(run_once(url, count, args.interval, args.duration, conc)) for _ in range(args.repeat)]
+                runs = [
+                    asyncio.run(run_once(url, count, args.interval, args.duration, conc))
+                    for _ in range(args.repeat)
+                ]
                 r = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
                 results[mode] = r
-                print(f"{mode:<12}{count:>8}{r['fetches_per_s']:>10.1f}{r['expected_per_s']:>8.0f}"
-                      f"{r['lag_p50']:>10.3f}{r['lag_p99']:>10.3f}{r['cpu_s_per_1000']:>10.3f}{r['rss_mib']:>9.0f}"
-                      f"{r['errors']:>8.0f}")
+                print(
+                    f"{mode:<12}{count:>8}{r['fetches_per_s']:>10.1f}{r['expected_per_s']:>8.0f}"
+                    f"{r['lag_p50']:>10.3f}{r['lag_p99']:>10.3f}{r['cpu_s_per_1000']:>10.3f}{r['rss_mib']:>9.0f}"
+                    f"{r['errors']:>8.0f}"
+                )
             if "one-at-time" in results:
-                ratio = results["scheduler"]["fetches_per_s"] / max(results["one-at-time"]["fetches_per_s"], 1e-9)
+                ratio = results["scheduler"]["fetches_per_s"] / max(
+                    results["one-at-time"]["fetches_per_s"], 1e-9
+                )
                 print(f"{'':<12}{count:>8}  throughput ratio scheduler / one-at-a-time: {ratio:.1f}x")
     finally:
         server.kill()

@@ -85,8 +85,8 @@ class Services:
         if getattr(self.args, "secure_port", 0) in (0, None):
             return None
         try:
-            from apiservice.flags import ApiOptions  # type: ignore[attr-defined]
-            from apiservice.server import start_api  # type: ignore[attr-defined]
+            from apiservice.flags import ApiOptions
+            from apiservice.server import start_api
         except ImportError:
             log.warning("aggregated API not available in this build")
             return None

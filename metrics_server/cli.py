@@ -1,9 +1,9 @@
 """The `keptn-metrics` command line.
 
-    keptn-metrics serve --manifests examples/local      # local mode: no cluster needed
-    keptn-metrics serve                                  # Kubernetes mode (in-cluster or --kubeconfig)
-    keptn-metrics query --provider-type prometheus --target-server URL 'up'
-    keptn-metrics validate deploy/ examples/
+keptn-metrics serve --manifests examples/local      # local mode: no cluster needed
+keptn-metrics serve                                  # Kubernetes mode (in-cluster or --kubeconfig)
+keptn-metrics query --provider-type prometheus --target-server URL 'up'
+keptn-metrics validate deploy/ examples/
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ examples:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format (default text)")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log line format (default text)"
+    )
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
@@ -54,23 +56,35 @@ def _add_serve(sub: Any) -> None:
         _extend(p, module)
     _add_common(p)
     p.add_argument("--manifests", metavar="DIR", help="local mode: folder (or file) of YAML manifests")
-    p.add_argument("--default-namespace", default="default", help="namespace for manifests without one (local mode)")
+    p.add_argument(
+        "--default-namespace", default="default", help="namespace for manifests without one (local mode)"
+    )
     p.add_argument(
         "--server-namespace",
         default=os.environ.get("POD_NAMESPACE", "keptn-system"),
         help="namespace whose KeptnMetricsProviders serve metrics of every namespace (default $POD_NAMESPACE "
         "or keptn-system)",
     )
-    p.add_argument("--reload-interval", type=float, default=1.0, help="seconds between manifest change checks")
+    p.add_argument(
+        "--reload-interval", type=float, default=1.0, help="seconds between manifest change checks"
+    )
     p.add_argument(
         "--bind-address",
         default=None,
         help="address to listen on (default 127.0.0.1 in local mode, 0.0.0.0 in Kubernetes mode)",
     )
-    p.add_argument("--metrics-port", type=int, default=9999, help="plain-HTTP port: health, /metrics, KEDA REST")
-    p.add_argument("--fetch-timeout", type=float, default=10.0, help="seconds before a provider query is abandoned")
-    p.add_argument("--provider-concurrency", type=int, default=100, help="max concurrent queries per provider")
-    p.add_argument("--max-backoff", type=float, default=300.0, help="cap of the retry delay after errors (seconds)")
+    p.add_argument(
+        "--metrics-port", type=int, default=9999, help="plain-HTTP port: health, /metrics, KEDA REST"
+    )
+    p.add_argument(
+        "--fetch-timeout", type=float, default=10.0, help="seconds before a provider query is abandoned"
+    )
+    p.add_argument(
+        "--provider-concurrency", type=int, default=100, help="max concurrent queries per provider"
+    )
+    p.add_argument(
+        "--max-backoff", type=float, default=300.0, help="cap of the retry delay after errors (seconds)"
+    )
     p.add_argument(
         "--staleness-factor",
         type=float,
@@ -102,10 +116,16 @@ def _add_query(sub: Any) -> None:
     _add_common(p)
     p.add_argument("--provider-type", required=True, choices=PROVIDER_TYPES)
     p.add_argument("--target-server", required=True, help="the provider's targetServer")
-    p.add_argument("--secret-file", help="a Secret manifest (YAML, data or stringData) with the provider's keys")
-    p.add_argument("--secret-key", default="", help="the key the provider reads where it uses secretKeyRef.key")
+    p.add_argument(
+        "--secret-file", help="a Secret manifest (YAML, data or stringData) with the provider's keys"
+    )
+    p.add_argument(
+        "--secret-key", default="", help="the key the provider reads where it uses secretKeyRef.key"
+    )
     p.add_argument("--insecure-skip-tls-verify", action="store_true")
-    p.add_argument("--interval", help="range.interval (Go duration, e.g. 5m): query a range instead of an instant")
+    p.add_argument(
+        "--interval", help="range.interval (Go duration, e.g. 5m): query a range instead of an instant"
+    )
     p.add_argument("--step", help="range.step (needs --aggregation)")
     p.add_argument("--aggregation", choices=("p90", "p95", "p99", "max", "min", "avg", "median"))
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before the query is abandoned")
@@ -161,11 +181,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _run(coro: Any) -> int:
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
-    result: int = runner(coro)
+        result: int = asyncio.run(coro)
+    else:
+        result = uvloop.run(coro)
     return result
 
 
@@ -190,8 +209,11 @@ def _cmd_query(args: argparse.Namespace) -> int:
         "apiVersion": "metrics.keptn.sh/v1",
         "kind": "KeptnMetricsProvider",
         "metadata": {"name": "cli", "namespace": "default"},
-        "spec": {"type": args.provider_type, "targetServer": args.target_server,
-                 "insecureSkipTlsVerify": args.insecure_skip_tls_verify},
+        "spec": {
+            "type": args.provider_type,
+            "targetServer": args.target_server,
+            "insecureSkipTlsVerify": args.insecure_skip_tls_verify,
+        },
     }
     metric_doc: dict[str, Any] = {
         "apiVersion": "metrics.keptn.sh/v1",
@@ -211,8 +233,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
         provider = parse_provider(provider_doc)
         metric = parse_metric(metric_doc)
     except ValidationError as exc:
-        print(f"error: {exc.field_path.replace('spec.range.', '--').replace('spec.', '')}: {exc.message}",
-              file=sys.stderr)
+        print(
+            f"error: {exc.field_path.replace('spec.range.', '--').replace('spec.', '')}: {exc.message}",
+            file=sys.stderr,
+        )
         return 2
     config = provider_config(provider, secret, timeout=args.timeout)
     if args.secret_key:
@@ -241,8 +265,12 @@ def _cmd_query(args: argparse.Namespace) -> int:
             raw_text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raw_text = base64.b64encode(raw).decode()
-        sys.stdout.write(orjson.dumps({"value": value, "rawValue": raw_text,
-                                       "timestamp": rfc3339(outcome.fetched_at)}).decode() + "\n")
+        sys.stdout.write(
+            orjson.dumps(
+                {"value": value, "rawValue": raw_text, "timestamp": rfc3339(outcome.fetched_at)}
+            ).decode()
+            + "\n"
+        )
     else:
         print(value)
     return 0

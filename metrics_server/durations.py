@@ -62,4 +62,4 @@ def to_promql_duration(seconds: float) -> str:
     """Compact duration for PromQL / HTTP APIs: `300s` style, integral seconds where possible."""
     if seconds == int(seconds):
         return f"{int(seconds)}s"
-    return f"{int(round(seconds * 1000))}ms"
+    return f"{round(seconds * 1000)}ms"

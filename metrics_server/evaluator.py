@@ -323,7 +323,9 @@ class Evaluator:
         try:
             semaphore = self._semaphores.get(provider.key)
             if semaphore is None:
-                semaphore = self._semaphores[provider.key] = asyncio.Semaphore(self.options.provider_concurrency)
+                semaphore = self._semaphores[provider.key] = asyncio.Semaphore(
+                    self.options.provider_concurrency
+                )
             async with semaphore:
                 self._started(due)
                 try:
@@ -339,7 +341,9 @@ class Evaluator:
             if exc.auth and provider.secret_key_ref is not None:
                 self.store.invalidate_secret(ObjectKey(provider.meta.namespace, provider.secret_key_ref.name))
                 await self.pool.invalidate(provider.key)
-            error = ProviderError(redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable)
+            error = ProviderError(
+                redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable
+            )
             future.set_exception(error)
             future.exception()  # mark retrieved: nobody may be waiting
             raise error from None
@@ -376,6 +380,8 @@ class Evaluator:
             rng["step"] = mrange.step
         if mrange.aggregation:
             rng["aggregation"] = mrange.aggregation
-        state.interval_results.append(IntervalResult(value=value, range=rng, last_updated=self._wall(), err_msg=err))
+        state.interval_results.append(
+            IntervalResult(value=value, range=rng, last_updated=self._wall(), err_msg=err)
+        )
         while len(state.interval_results) > mrange.stored_results:
             state.interval_results.popleft()

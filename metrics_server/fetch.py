@@ -78,7 +78,9 @@ async def resolve_secret(store: Store, provider: KeptnMetricsProvider) -> Secret
     if secret is None:
         if ref.optional:
             return None
-        raise ProviderError(f"Secret {provider.meta.namespace}/{ref.name} referenced by provider {provider.key} not found")
+        raise ProviderError(
+            f"Secret {provider.meta.namespace}/{ref.name} referenced by provider {provider.key} not found"
+        )
     if ref.key and ref.key not in secret.data and not ref.optional:
         raise ProviderError(f"Secret {provider.meta.namespace}/{ref.name} has no key {ref.key!r}")
     return secret
@@ -109,7 +111,9 @@ class ProviderPool:
         if current is not None and current.provider == provider and current.secret == secret:
             current.provider, current.secret = provider, secret
             return current.client, current.config
-        config = provider_config(provider, secret, timeout=self._timeout, max_connections=self._max_connections)
+        config = provider_config(
+            provider, secret, timeout=self._timeout, max_connections=self._max_connections
+        )
         client = create_provider(config)
         self._clients[provider.key] = _Client(provider, secret, config, client)
         if current is not None:
@@ -149,13 +153,17 @@ async def query_once(
     try:
         result = await client.query(query, window_for(mrange, end))
     except ProviderError as exc:
-        raise ProviderError(redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable) from None
+        raise ProviderError(
+            redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable
+        ) from None
     return result, time.time()
 
 
 def outcome_of(result: QueryResult, fetched_at: float, mrange: MetricRange | None) -> FetchOutcome:
     """Reduce a shared query result with one metric's own range/aggregation."""
-    return FetchOutcome(value=reduce_samples(result, mrange), raw=result.raw, samples=result.samples, fetched_at=fetched_at)
+    return FetchOutcome(
+        value=reduce_samples(result, mrange), raw=result.raw, samples=result.samples, fetched_at=fetched_at
+    )
 
 
 async def fetch_once(

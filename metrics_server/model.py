@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -199,7 +199,9 @@ def _check_metrics_version(doc: Mapping[str, Any], obj: str) -> str:
     group, version = _split_api_version(doc, obj)
     if group != METRICS_GROUP or version not in METRICS_VERSIONS:
         served = ", ".join(f"{METRICS_GROUP}/{v}" for v in METRICS_VERSIONS)
-        raise ValidationError(obj, "apiVersion", f"{doc.get('apiVersion')!r} is not served (use one of {served})")
+        raise ValidationError(
+            obj, "apiVersion", f"{doc.get('apiVersion')!r} is not served (use one of {served})"
+        )
     return version
 
 
@@ -224,7 +226,9 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
     if version in ("v1alpha1", "v1alpha2") and ptype is None:
         ptype = "prometheus"  # early versions had no type field; upstream assumed Prometheus
     if not isinstance(ptype, str) or ptype not in PROVIDER_TYPES:
-        raise ValidationError(obj, "spec.type", f"{ptype!r} is not a known provider type ({', '.join(PROVIDER_TYPES)})")
+        raise ValidationError(
+            obj, "spec.type", f"{ptype!r} is not a known provider type ({', '.join(PROVIDER_TYPES)})"
+        )
     target = spec.get("targetServer")
     if not isinstance(target, str) or not target.strip():
         raise ValidationError(obj, "spec.targetServer", "is required")
@@ -269,14 +273,18 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
         raise ValidationError(obj, "spec.query", "is required")
     interval = spec.get("fetchIntervalSeconds")
     if isinstance(interval, bool) or not isinstance(interval, int):
-        raise ValidationError(obj, "spec.fetchIntervalSeconds", f"must be an integer number of seconds, got {interval!r}")
+        raise ValidationError(
+            obj, "spec.fetchIntervalSeconds", f"must be an integer number of seconds, got {interval!r}"
+        )
     if interval < 1:
         raise ValidationError(obj, "spec.fetchIntervalSeconds", "must be at least 1")
     mrange = None
     raw_range = spec.get("range")
     if raw_range is not None:
         if version in VERSIONS_WITHOUT_RANGE:
-            raise ValidationError(obj, "spec.range", f"is not available in {METRICS_GROUP}/{version} (use v1)")
+            raise ValidationError(
+                obj, "spec.range", f"is not available in {METRICS_GROUP}/{version} (use v1)"
+            )
         mrange = _parse_range(_expect_map(raw_range, obj, "spec.range"), obj)
     status = _expect_map(doc.get("status"), obj, "status")
     return KeptnMetric(
@@ -298,14 +306,20 @@ def _parse_range(raw: Mapping[str, Any], obj: str) -> MetricRange:
     if aggregation in (None, ""):
         aggregation = None
     elif aggregation not in AGGREGATIONS:
-        raise ValidationError(obj, "spec.range.aggregation", f"{aggregation!r} must be one of {', '.join(AGGREGATIONS)}")
+        raise ValidationError(
+            obj, "spec.range.aggregation", f"{aggregation!r} must be one of {', '.join(AGGREGATIONS)}"
+        )
     if (step is None) != (aggregation is None):
         raise ValidationError(
-            obj, "spec.range", "step and aggregation must be set together (a step needs an aggregation and vice versa)"
+            obj,
+            "spec.range",
+            "step and aggregation must be set together (a step needs an aggregation and vice versa)",
         )
     stored = raw.get("storedResults", 0)
     if isinstance(stored, bool) or not isinstance(stored, int) or not 0 <= stored <= MAX_STORED_RESULTS:
-        raise ValidationError(obj, "spec.range.storedResults", f"must be an integer from 0 to {MAX_STORED_RESULTS}")
+        raise ValidationError(
+            obj, "spec.range.storedResults", f"must be an integer from 0 to {MAX_STORED_RESULTS}"
+        )
     if parse_duration(interval) <= 0:
         raise ValidationError(obj, "spec.range.interval", "must be greater than zero")
     if step is not None and parse_duration(step) <= 0:
@@ -334,7 +348,7 @@ def parse_secret(doc: Mapping[str, Any], default_namespace: str = "default") -> 
     return Secret(meta=meta, data=data)
 
 
-PARSERS = {
+PARSERS: dict[str, Callable[[Mapping[str, Any], str], Resource]] = {
     "KeptnMetric": parse_metric,
     "KeptnMetricsProvider": parse_provider,
     "Secret": parse_secret,

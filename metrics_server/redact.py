@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-_AUTH_HEADER = re.compile(r"(?i)\b(authorization|api-token|bearer|apikey|x-api-key|dd-api-key|dd-application-key)([\s:=]+)\S+")
+_AUTH_HEADER = re.compile(
+    r"(?i)\b(authorization|api-token|bearer|apikey|x-api-key|dd-api-key|dd-application-key)([\s:=]+)\S+"
+)
 
 MASK = "[REDACTED]"
 

@@ -42,9 +42,13 @@ class StatesCollector(Collector):
         labels = ["namespace", "name"]
         value = GaugeMetricFamily("keptn_metric_value", "Last good value of a KeptnMetric.", labels=labels)
         age = GaugeMetricFamily(
-            "keptn_metric_value_age_seconds", "Seconds since the KeptnMetric's value was fetched.", labels=labels
+            "keptn_metric_value_age_seconds",
+            "Seconds since the KeptnMetric's value was fetched.",
+            labels=labels,
         )
-        error = GaugeMetricFamily("keptn_metric_error", "1 while the KeptnMetric's last fetch failed.", labels=labels)
+        error = GaugeMetricFamily(
+            "keptn_metric_error", "1 while the KeptnMetric's last fetch failed.", labels=labels
+        )
         for state in self._states.values():
             key = [state.key.namespace, state.key.name]
             if state.value is not None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
-from decimal import Decimal
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from metrics_server.model import KeptnMetric, ObjectKey
@@ -63,7 +63,11 @@ class IntervalResult:
     err_msg: str = ""
 
     def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"value": self.value, "range": self.range, "lastUpdated": rfc3339(self.last_updated)}
+        out: dict[str, Any] = {
+            "value": self.value,
+            "range": self.range,
+            "lastUpdated": rfc3339(self.last_updated),
+        }
         if self.err_msg:
             out["errMsg"] = self.err_msg
         return out

@@ -39,7 +39,9 @@ def create_provider(config: ProviderConfig) -> Provider:
     except ImportError as exc:
         extra = EXTRAS.get(config.type)
         hint = f" (pip install 'keptn-metrics[{extra}]')" if extra else ""
-        raise ProviderError(f"provider type {config.type!r} is not installed: {exc.name or exc}{hint}") from None
+        raise ProviderError(
+            f"provider type {config.type!r} is not installed: {exc.name or exc}{hint}"
+        ) from None
     provider: Provider = module.create(config)
     return provider
 

@@ -36,7 +36,9 @@ _AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
 }
 _QUERY = re.compile(r"^\s*(?:(?P<agg>[a-z]+)\s*\(\s*(?P<inner>.*?)\s*\)|(?P<plain>.*?))\s*$", re.S)
 _SELECTOR = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<matchers>.*)\})?$", re.S)
-_MATCHER = re.compile(r'\s*(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*(?:,|$)')
+_MATCHER = re.compile(
+    r'\s*(?P<label>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*(?:,|$)'
+)
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,14 @@ def parse_selector(query: str) -> Selector:
         raise ProviderError(f"unsupported aggregation {agg!r} (use {', '.join(_AGGREGATIONS)})")
     sm = _SELECTOR.match(body or "")
     if not sm:
-        raise ProviderError(f"invalid series selector {body!r} (expected name{{label=\"value\"}})")
+        raise ProviderError(f'invalid series selector {body!r} (expected name{{label="value"}})')
     matchers: list[Matcher] = []
     text = (sm.group("matchers") or "").strip()
     pos = 0
     while pos < len(text):
         mm = _MATCHER.match(text, pos)
         if not mm:
-            raise ProviderError(f"invalid label matcher near {text[pos:pos + 30]!r}")
+            raise ProviderError(f"invalid label matcher near {text[pos : pos + 30]!r}")
         value = mm.group("value").encode().decode("unicode_escape")
         if mm.group("op") in ("=~", "!~"):
             try:
@@ -92,7 +94,9 @@ def parse_selector(query: str) -> Selector:
     return Selector(agg, sm.group("name"), tuple(matchers))
 
 
-def select(text: str, selector: Selector, openmetrics: bool) -> list[tuple[dict[str, str], float, float | None]]:
+def select(
+    text: str, selector: Selector, openmetrics: bool
+) -> list[tuple[dict[str, str], float, float | None]]:
     parse = parse_openmetrics if openmetrics else parse_prometheus
     found = []
     try:
@@ -147,7 +151,7 @@ class OpenMetricsProvider(Provider):
                     f"{len(found)} series match {query!r}; narrow the selector or wrap it in sum(...), "
                     "max(...), min(...) or avg(...)"
                 )
-            labels, value, ts = found[0]
+            _, value, ts = found[0]
             return QueryResult((Sample(ts or now, finite(value)),), raw=_raw(found))
         value = _AGGREGATIONS[selector.aggregation]([finite(v) for _, v, _ in found])
         return QueryResult((Sample(now, finite(value)),), raw=_raw(found))

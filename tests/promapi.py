@@ -53,9 +53,15 @@ class PromAPI:
         if request.path.endswith("query_range"):
             points = value if isinstance(value, list) else [value] if value is not None else []
             start, step = float(params["start"]), float(params["step"])
-            result = [{"metric": {}, "values": [[start + i * step, str(v)] for i, v in enumerate(points)]}] if points else []
+            result = (
+                [{"metric": {}, "values": [[start + i * step, str(v)] for i, v in enumerate(points)]}]
+                if points
+                else []
+            )
             data = {"resultType": "matrix", "result": result}
         else:
             result = [] if value is None else [{"metric": {}, "value": [now, str(value)]}]
             data = {"resultType": "vector", "result": result}
-        return web.Response(body=orjson.dumps({"status": "success", "data": data}), content_type="application/json")
+        return web.Response(
+            body=orjson.dumps({"status": "success", "data": data}), content_type="application/json"
+        )

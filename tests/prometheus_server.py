@@ -17,7 +17,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,9 @@ def openmetrics_data(now: float) -> str:
     stamps = range(start, end, STEP)
     lines = ["# HELP http_requests Requests served.", "# TYPE http_requests counter"]
     for code, per_second in (("200", 10), ("500", 1)):
-        lines += [f'http_requests_total{{code="{code}",job="api"}} {(t - start) * per_second} {t}' for t in stamps]
+        lines += [
+            f'http_requests_total{{code="{code}",job="api"}} {(t - start) * per_second} {t}' for t in stamps
+        ]
     lines += ["# HELP minute_digit The minute of the hour modulo 10.", "# TYPE minute_digit gauge"]
     lines += [f'minute_digit{{job="api"}} {(t // 60) % 10} {t}' for t in stamps]
     lines += ["# HELP constant_seven Always seven.", "# TYPE constant_seven gauge"]
@@ -123,7 +124,9 @@ def instant(url: str, query: str) -> dict[str, object]:
     import json
     import urllib.parse
 
-    with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=5) as r:
+    with urllib.request.urlopen(
+        f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": query}), timeout=5
+    ) as r:
         result: dict[str, object] = json.load(r)
         return result
 
@@ -137,7 +140,9 @@ def tsdb_copy(src: Path) -> Path:
 def require_prometheus() -> None:
     if not binaries_available():
         if os.environ.get("CI"):
-            raise RuntimeError("Prometheus binaries missing in CI: .ci/run must install the prometheus package")
+            raise RuntimeError(
+                "Prometheus binaries missing in CI: .ci/run must install the prometheus package"
+            )
         import pytest
 
         pytest.skip("prometheus/promtool not installed (apt-get install prometheus)")

@@ -16,9 +16,18 @@ from metrics_server.state import RAW_VALUE_LIMIT, MetricState, format_value
 UNSORTED = [7.0, 1.0, 9.0, 3.0, 5.0, 2.0, 8.0, 4.0, 6.0, 10.0]
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("max", 10), ("min", 1), ("avg", 5.5), ("median", 5.5), ("p90", 9), ("p95", 10), ("p99", 10),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("max", 10),
+        ("min", 1),
+        ("avg", 5.5),
+        ("median", 5.5),
+        ("p90", 9),
+        ("p95", 10),
+        ("p99", 10),
+    ],
+)
 def test_aggregations_on_unsorted_samples(name: str, expected: float) -> None:
     # upstream computes percentiles on unsorted input: p90 of this list would be 6
     assert aggregate(name, UNSORTED) == expected
@@ -44,10 +53,21 @@ def test_percentiles_are_ordered_and_within_bounds(values: list[float]) -> None:
     assert p90 in values
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (42.0, "42"), (1.5, "1.5"), (-3.25, "-3.25"), (0.0, "0"), (1e21, "1e+21"), (1e20, "100000000000000000000"),
-    (0.0001, "0.0001"), (0.00001, "1e-05"), (123456789.125, "123456789.125"), (2.5e-300, "2.5e-300"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (42.0, "42"),
+        (1.5, "1.5"),
+        (-3.25, "-3.25"),
+        (0.0, "0"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (123456789.125, "123456789.125"),
+        (2.5e-300, "2.5e-300"),
+    ],
+)
 def test_values_are_formatted_like_go(value: float, text: str) -> None:
     assert format_value(value) == text
 

@@ -19,8 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "metrics_server", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "metrics_server", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.prometheus
@@ -32,8 +37,22 @@ def test_query_prints_the_value(prometheus: PrometheusServer) -> None:
 
 @pytest.mark.prometheus
 def test_query_json_output(prometheus: PrometheusServer) -> None:
-    out = cli("query", "--provider-type", "prometheus", "--target-server", prometheus.url, "-o", "json",
-              "--interval", "9m", "--step", "1m", "--aggregation", "max", "minute_digit")
+    out = cli(
+        "query",
+        "--provider-type",
+        "prometheus",
+        "--target-server",
+        prometheus.url,
+        "-o",
+        "json",
+        "--interval",
+        "9m",
+        "--step",
+        "1m",
+        "--aggregation",
+        "max",
+        "minute_digit",
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert set(doc) == {"value", "rawValue", "timestamp"}
@@ -46,14 +65,26 @@ def test_query_json_output(prometheus: PrometheusServer) -> None:
 def test_query_with_secret_file(prometheus: PrometheusServer, tmp_path: Path) -> None:
     secret = tmp_path / "secret.yaml"
     secret.write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {tenant: a}\n")
-    out = cli("query", "--provider-type", "cortex", "--target-server", prometheus.url,
-              "--secret-file", str(secret), "constant_seven")
+    out = cli(
+        "query",
+        "--provider-type",
+        "cortex",
+        "--target-server",
+        prometheus.url,
+        "--secret-file",
+        str(secret),
+        "constant_seven",
+    )
     assert out.returncode == 0, out.stderr
 
 
 @pytest.mark.prometheus
-@pytest.mark.parametrize(("query", "words"), [("http_requests_total", "2 series"), ("missing_metric", "no data")])
-def test_query_failures_are_one_line_and_non_zero(prometheus: PrometheusServer, query: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "words"), [("http_requests_total", "2 series"), ("missing_metric", "no data")]
+)
+def test_query_failures_are_one_line_and_non_zero(
+    prometheus: PrometheusServer, query: str, words: str
+) -> None:
     out = cli("query", "--provider-type", "prometheus", "--target-server", prometheus.url, query)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and words in out.stderr and out.stderr.startswith("error: ")
@@ -65,7 +96,16 @@ def test_query_unreachable_server() -> None:
 
 
 def test_query_rejects_step_without_aggregation() -> None:
-    out = cli("query", "--provider-type", "prometheus", "--target-server", "http://127.0.0.1:9", "--step", "1m", "up")
+    out = cli(
+        "query",
+        "--provider-type",
+        "prometheus",
+        "--target-server",
+        "http://127.0.0.1:9",
+        "--step",
+        "1m",
+        "up",
+    )
     assert out.returncode == 2 and "together" in out.stderr
 
 
@@ -77,8 +117,10 @@ def test_validate_accepts_the_examples() -> None:
 
 def test_validate_names_object_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("apiVersion: metrics.keptn.sh/v1\nkind: KeptnMetric\nmetadata: {name: m, namespace: x}\n"
-                   "spec: {provider: {name: p}, query: q, fetchIntervalSeconds: 5, range: {storedResults: 300}}\n")
+    bad.write_text(
+        "apiVersion: metrics.keptn.sh/v1\nkind: KeptnMetric\nmetadata: {name: m, namespace: x}\n"
+        "spec: {provider: {name: p}, query: q, fetchIntervalSeconds: 5, range: {storedResults: 300}}\n"
+    )
     out = cli("validate", str(bad))
     assert out.returncode == 1
     assert "KeptnMetric x/m: spec.range.storedResults" in out.stderr
@@ -101,13 +143,30 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 def test_serve_local_mode_shows_live_values_from_the_embedded_example(tmp_path: Path) -> None:
     port = free_port()
-    example = (ROOT / "examples/local/metrics.yaml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{port}")
+    example = (
+        (ROOT / "examples/local/metrics.yaml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{port}")
+    )
     (tmp_path / "metrics.yaml").write_text(example)
     secure = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_server", "serve", "--manifests", str(tmp_path), "--metrics-port", str(port),
-         "--secure-port", str(secure), "--cert-dir", str(tmp_path / "certs")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "metrics_server",
+            "serve",
+            "--manifests",
+            str(tmp_path),
+            "--metrics-port",
+            str(port),
+            "--secure-port",
+            str(secure),
+            "--cert-dir",
+            str(tmp_path / "certs"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         deadline = time.monotonic() + 20

@@ -16,21 +16,39 @@ from metrics_server.store.base import IndexedStore
 from tests.promapi import PromAPI
 
 
-def provider_doc(url: str, name: str = "prom", namespace: str = "default", secret: str | None = None) -> dict[str, Any]:
+def provider_doc(
+    url: str, name: str = "prom", namespace: str = "default", secret: str | None = None
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": "prometheus", "targetServer": url}
     if secret:
         spec["secretKeyRef"] = {"name": secret, "key": "token"}
-    return {"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetricsProvider",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "metrics.keptn.sh/v1",
+        "kind": "KeptnMetricsProvider",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
-def metric(name: str, query: str, interval: int = 60, namespace: str = "default", provider: str = "prom",
-           rng: dict[str, Any] | None = None) -> KeptnMetric:
+def metric(
+    name: str,
+    query: str,
+    interval: int = 60,
+    namespace: str = "default",
+    provider: str = "prom",
+    rng: dict[str, Any] | None = None,
+) -> KeptnMetric:
     spec: dict[str, Any] = {"provider": {"name": provider}, "query": query, "fetchIntervalSeconds": interval}
     if rng:
         spec["range"] = rng
-    return parse_metric({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetric",
-                         "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return parse_metric(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetric",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -59,7 +77,9 @@ async def promapi(aiohttp_server: Any) -> AsyncIterator[tuple[PromAPI, str]]:
 
 
 @contextlib.asynccontextmanager
-async def running(store: IndexedStore, **options: Any) -> AsyncIterator[tuple[Evaluator, MetricStates, Recorder]]:
+async def running(
+    store: IndexedStore, **options: Any
+) -> AsyncIterator[tuple[Evaluator, MetricStates, Recorder]]:
     states = MetricStates()
     sink = Recorder()
     evaluator = Evaluator(store, states, sink=sink, options=EvaluatorOptions(**options))
@@ -100,7 +120,9 @@ async def test_same_name_in_two_namespaces_never_collides(promapi: tuple[PromAPI
     # upstream keyed its cache "ns-name": "ns-a"+"x" and "ns"+"a-x" could collide; keys are tuples here
     three = metric("a-x", "b", namespace="ns")
     async with running(store_with(url, one, two, three)) as (_, states, _sink):
-        await eventually(lambda: all(states.get(m.key) and states.get(m.key).value is not None for m in (one, two, three)))  # type: ignore[union-attr]
+        await eventually(
+            lambda: all(states.get(m.key) and states.get(m.key).value is not None for m in (one, two, three))
+        )  # type: ignore[union-attr]
         assert states.get(one.key).value == 1  # type: ignore[union-attr]
         assert states.get(two.key).value == 2  # type: ignore[union-attr]
 
@@ -111,7 +133,9 @@ async def test_concurrency_per_provider_is_bounded(promapi: tuple[PromAPI, str])
     api.latency = 0.05
     metrics = [metric(f"m{i}", f"q{i}") for i in range(40)]
     async with running(store_with(url, *metrics), provider_concurrency=5) as (_, states, _sink):
-        await eventually(lambda: sum(1 for m in metrics if states.get(m.key) and states.get(m.key).value) == 40)  # type: ignore[union-attr]
+        await eventually(
+            lambda: sum(1 for m in metrics if states.get(m.key) and states.get(m.key).value) == 40
+        )  # type: ignore[union-attr]
     assert api.max_in_flight == 5
 
 
@@ -195,7 +219,12 @@ async def test_timeout_becomes_errmsg(promapi: tuple[PromAPI, str]) -> None:
     api.latency = 1.0
     m = metric("m", "q")
     async with running(store_with(url, m), fetch_timeout=0.1) as (_, states, _sink):
-        await eventually(lambda: "in time" in (states.get(m.key).error if states.get(m.key) else "") or "timed out" in states.get(m.key).error)  # type: ignore[union-attr]
+        await eventually(
+            lambda: (
+                "in time" in (states.get(m.key).error if states.get(m.key) else "")
+                or "timed out" in states.get(m.key).error
+            )
+        )  # type: ignore[union-attr]
 
 
 async def test_secret_values_never_reach_errmsg(aiohttp_server: Any) -> None:
@@ -209,8 +238,16 @@ async def test_secret_values_never_reach_errmsg(aiohttp_server: Any) -> None:
     server = await aiohttp_server(app)
     store = IndexedStore()
     store.apply(parse_provider(provider_doc(f"http://127.0.0.1:{server.port}", secret="creds")))
-    store.apply(parse_secret({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"},
-                              "stringData": {"token": "super-secret-token-123"}}))
+    store.apply(
+        parse_secret(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "creds", "namespace": "default"},
+                "stringData": {"token": "super-secret-token-123"},
+            }
+        )
+    )
     m = metric("m", "q")
     store.apply(m)
     async with running(store) as (_, states, _sink):

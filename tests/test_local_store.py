@@ -75,7 +75,12 @@ async def test_changes_on_disk_become_events(tmp_path: Path) -> None:
     touch_later(path, METRIC % "b")
     assert store.reload()
     kinds = [(e.type, e.obj.meta.name) for e in events if isinstance(e.obj, KeptnMetric)]
-    assert kinds == [(EventType.ADDED, "a"), (EventType.ADDED, "b"), (EventType.DELETED, "a"), (EventType.MODIFIED, "b")]
+    assert kinds == [
+        (EventType.ADDED, "a"),
+        (EventType.ADDED, "b"),
+        (EventType.DELETED, "a"),
+        (EventType.MODIFIED, "b"),
+    ]
     assert not store.reload()  # nothing changed, nothing emitted
     await store.stop()
 

@@ -11,11 +11,18 @@ from metrics_server.state import MetricStates
 from metrics_server.store.base import IndexedStore
 
 
-def app_with(value: float | None, age: float = 1.0, error: str = "") -> tuple[MetricsPortApp, MetricStates, IndexedStore]:
+def app_with(
+    value: float | None, age: float = 1.0, error: str = ""
+) -> tuple[MetricsPortApp, MetricStates, IndexedStore]:
     store = IndexedStore()
-    m = parse_metric({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetric",
-                      "metadata": {"name": "cpu", "namespace": "apps"},
-                      "spec": {"provider": {"name": "p"}, "query": "q", "fetchIntervalSeconds": 10}})
+    m = parse_metric(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetric",
+            "metadata": {"name": "cpu", "namespace": "apps"},
+            "spec": {"provider": {"name": "p"}, "query": "q", "fetchIntervalSeconds": 10},
+        }
+    )
     store.apply(m)
     states = MetricStates()
     state = states.ensure(m.key, 10)
@@ -63,7 +70,7 @@ async def test_readiness_follows_store_sync_and_shutdown(aiohttp_client: Any) ->
 
 
 async def test_metric_gauges_disappear_with_the_metric(aiohttp_client: Any) -> None:
-    port, states, store = app_with(7.0)
+    port, states, _ = app_with(7.0)
     client = await aiohttp_client(port.build())
     text = await (await client.get("/metrics")).text()
     assert 'keptn_metric_value{name="cpu",namespace="apps"} 7.0' in text

@@ -13,13 +13,26 @@ from metrics_server.model import ValidationError, parse_metric, parse_provider, 
 def metric_doc(version: str = "v1", **spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"provider": {"name": "prom"}, "query": "sum(up)", "fetchIntervalSeconds": 10}
     base.update(spec)
-    return {"apiVersion": f"metrics.keptn.sh/{version}", "kind": "KeptnMetric",
-            "metadata": {"name": "podtato", "namespace": "apps"}, "spec": base}
+    return {
+        "apiVersion": f"metrics.keptn.sh/{version}",
+        "kind": "KeptnMetric",
+        "metadata": {"name": "podtato", "namespace": "apps"},
+        "spec": base,
+    }
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("30s", 30), ("5m", 300), ("1h30m", 5400), ("1.5h", 5400), ("300ms", 0.3), ("0", 0), ("2h45m10s", 9910),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("1.5h", 5400),
+        ("300ms", 0.3),
+        ("0", 0),
+        ("2h45m10s", 9910),
+    ],
+)
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -31,13 +44,20 @@ def test_invalid_go_durations(text: str) -> None:
 
 
 def test_format_duration_like_go() -> None:
-    assert format_duration(5400) == "1h30m0s" and format_duration(300) == "5m0s" and format_duration(0) == "0s"
+    assert (
+        format_duration(5400) == "1h30m0s" and format_duration(300) == "5m0s" and format_duration(0) == "0s"
+    )
 
 
 def test_upstream_v1_metric_with_range_parses_with_defaults() -> None:
     m = parse_metric(metric_doc(range={"step": "1m", "aggregation": "p95", "storedResults": 5}))
     assert m.range is not None
-    assert (m.range.interval, m.range.step, m.range.aggregation, m.range.stored_results) == ("5m", "1m", "p95", 5)
+    assert (m.range.interval, m.range.step, m.range.aggregation, m.range.stored_results) == (
+        "5m",
+        "1m",
+        "p95",
+        5,
+    )
     assert m.key.namespace == "apps" and m.provider_name == "prom"
 
 
@@ -46,17 +66,20 @@ def test_every_served_version_parses(version: str) -> None:
     assert parse_metric(metric_doc(version)).fetch_interval_seconds == 10
 
 
-@pytest.mark.parametrize(("spec", "field", "words"), [
-    ({"range": {"step": "1m"}}, "spec.range", "together"),
-    ({"range": {"aggregation": "max"}}, "spec.range", "together"),
-    ({"range": {"interval": "5 minutes"}}, "spec.range.interval", "Go duration"),
-    ({"range": {"step": "1m", "aggregation": "p50"}}, "spec.range.aggregation", "must be one of"),
-    ({"range": {"storedResults": 256}}, "spec.range.storedResults", "255"),
-    ({"fetchIntervalSeconds": "10"}, "spec.fetchIntervalSeconds", "integer"),
-    ({"fetchIntervalSeconds": 0}, "spec.fetchIntervalSeconds", "at least 1"),
-    ({"query": ""}, "spec.query", "required"),
-    ({"provider": {}}, "spec.provider.name", "required"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"range": {"step": "1m"}}, "spec.range", "together"),
+        ({"range": {"aggregation": "max"}}, "spec.range", "together"),
+        ({"range": {"interval": "5 minutes"}}, "spec.range.interval", "Go duration"),
+        ({"range": {"step": "1m", "aggregation": "p50"}}, "spec.range.aggregation", "must be one of"),
+        ({"range": {"storedResults": 256}}, "spec.range.storedResults", "255"),
+        ({"fetchIntervalSeconds": "10"}, "spec.fetchIntervalSeconds", "integer"),
+        ({"fetchIntervalSeconds": 0}, "spec.fetchIntervalSeconds", "at least 1"),
+        ({"query": ""}, "spec.query", "required"),
+        ({"provider": {}}, "spec.provider.name", "required"),
+    ],
+)
 def test_invalid_metrics_name_object_and_field(spec: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as info:
         parse_metric(metric_doc(**spec))
@@ -78,26 +101,55 @@ def test_unknown_api_version_is_rejected() -> None:
 
 
 def test_provider_fields_and_types() -> None:
-    p = parse_provider({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetricsProvider",
-                        "metadata": {"name": "dt", "namespace": "keptn"},
-                        "spec": {"type": "dynatrace", "targetServer": "https://x.live.dynatrace.com",
-                                 "secretKeyRef": {"name": "dt-token", "key": "DT_TOKEN"}}})
+    p = parse_provider(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetricsProvider",
+            "metadata": {"name": "dt", "namespace": "keptn"},
+            "spec": {
+                "type": "dynatrace",
+                "targetServer": "https://x.live.dynatrace.com",
+                "secretKeyRef": {"name": "dt-token", "key": "DT_TOKEN"},
+            },
+        }
+    )
     assert p.type == "dynatrace" and p.secret_key_ref is not None and p.secret_key_ref.key == "DT_TOKEN"
     assert p.insecure_skip_tls_verify is False
     with pytest.raises(ValidationError, match="spec.type: 'graphite' is not a known provider type"):
-        parse_provider({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetricsProvider",
-                        "metadata": {"name": "x"}, "spec": {"type": "graphite", "targetServer": "http://x"}})
+        parse_provider(
+            {
+                "apiVersion": "metrics.keptn.sh/v1",
+                "kind": "KeptnMetricsProvider",
+                "metadata": {"name": "x"},
+                "spec": {"type": "graphite", "targetServer": "http://x"},
+            }
+        )
     with pytest.raises(ValidationError, match="spec.targetServer: is required"):
-        parse_provider({"apiVersion": "metrics.keptn.sh/v1", "kind": "KeptnMetricsProvider",
-                        "metadata": {"name": "x"}, "spec": {"type": "prometheus"}})
+        parse_provider(
+            {
+                "apiVersion": "metrics.keptn.sh/v1",
+                "kind": "KeptnMetricsProvider",
+                "metadata": {"name": "x"},
+                "spec": {"type": "prometheus"},
+            }
+        )
 
 
 def test_secret_data_and_string_data() -> None:
-    s = parse_secret({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-                      "data": {"user": "a2VwdG4=", "password": "b2xk"}, "stringData": {"password": "new"}})
+    s = parse_secret(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s"},
+            "data": {"user": "a2VwdG4=", "password": "b2xk"},
+            "stringData": {"password": "new"},
+        }
+    )
     assert s.data == {"user": b"keptn", "password": b"new"}
     with pytest.raises(ValidationError, match="data.user: is not valid base64"):
-        parse_secret({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"user": "%%%"}})
+        parse_secret(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"user": "%%%"}}
+        )
 
 
 def test_invalid_names_and_unknown_kinds() -> None:

@@ -46,26 +46,32 @@ async def value(url: str, query: str, mrange: MetricRange | None = None) -> floa
         await client.close()
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("process_resident_memory_bytes", 42_000_000),
-    ('http_requests_total{job="api",code="500"}', 3),
-    ('sum(http_requests_total{job="api"})', 1030),
-    ('max(http_requests_total{code=~"2.."})', 1027),
-    ('min(http_requests_total{job!="api"})', 100),
-    ('avg(http_requests_total{code!~"5.*"})', 563.5),
-    ("count(http_requests_total)", 3),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("process_resident_memory_bytes", 42_000_000),
+        ('http_requests_total{job="api",code="500"}', 3),
+        ('sum(http_requests_total{job="api"})', 1030),
+        ('max(http_requests_total{code=~"2.."})', 1027),
+        ('min(http_requests_total{job!="api"})', 100),
+        ('avg(http_requests_total{code!~"5.*"})', 563.5),
+        ("count(http_requests_total)", 3),
+    ],
+)
 async def test_selectors_and_aggregations(exporter: str, query: str, expected: float) -> None:
     assert await value(exporter, query) == expected
 
 
-@pytest.mark.parametrize(("query", "words"), [
-    ('http_requests_total{job="api"}', "2 series match"),
-    ("nothing_here", "no series matches"),
-    ("broken", "non-finite"),
-    ("rate(http_requests_total[1m])", "unsupported aggregation"),
-    ('http_requests_total{job=api}', "invalid label matcher"),
-])
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ('http_requests_total{job="api"}', "2 series match"),
+        ("nothing_here", "no series matches"),
+        ("broken", "non-finite"),
+        ("rate(http_requests_total[1m])", "unsupported aggregation"),
+        ("http_requests_total{job=api}", "invalid label matcher"),
+    ],
+)
 async def test_errors_are_clear(exporter: str, query: str, words: str) -> None:
     with pytest.raises(ProviderError, match=words):
         await value(exporter, query)

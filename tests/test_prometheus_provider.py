@@ -27,7 +27,9 @@ def config(url: str, ptype: str = "prometheus", **kw: Any) -> ProviderConfig:
     return ProviderConfig(type=ptype, target_server=url, timeout=kw.pop("timeout", 5.0), **kw)
 
 
-async def value_of(cfg: ProviderConfig, query: str, mrange: MetricRange | None = None, end: float | None = None) -> float:
+async def value_of(
+    cfg: ProviderConfig, query: str, mrange: MetricRange | None = None, end: float | None = None
+) -> float:
     client = create_provider(cfg)
     try:
         return (await fetch_once(client, cfg, query, mrange, end=end)).value
@@ -65,7 +67,10 @@ async def test_no_data_is_an_error_never_zero(prometheus: PrometheusServer) -> N
 
 
 async def test_nan_and_infinity_are_errors(prometheus: PrometheusServer) -> None:
-    assert "non-finite" in (await error_of(config(prometheus.url), "constant_seven / 0 - constant_seven / 0")).message
+    assert (
+        "non-finite"
+        in (await error_of(config(prometheus.url), "constant_seven / 0 - constant_seven / 0")).message
+    )
     assert "non-finite" in (await error_of(config(prometheus.url), "constant_seven / 0")).message
 
 
@@ -142,10 +147,14 @@ async def start_proxy(aiohttp_server: Any, upstream: str, check: Check) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-async def test_thanos_asks_for_dedup_and_no_partial_response(prometheus: PrometheusServer, aiohttp_server: Any) -> None:
+async def test_thanos_asks_for_dedup_and_no_partial_response(
+    prometheus: PrometheusServer, aiohttp_server: Any
+) -> None:
     async def check(request: web.Request, params: dict[str, str]) -> web.Response | None:
         if params.get("dedup") != "true" or params.get("partial_response") != "false":
-            return web.json_response({"status": "error", "errorType": "bad_data", "error": "missing"}, status=400)
+            return web.json_response(
+                {"status": "error", "errorType": "bad_data", "error": "missing"}, status=400
+            )
         return None
 
     url = await start_proxy(aiohttp_server, prometheus.url, check)
@@ -155,7 +164,9 @@ async def test_thanos_asks_for_dedup_and_no_partial_response(prometheus: Prometh
     assert "missing" in err.message
 
 
-async def test_cortex_sends_the_tenant_from_the_secret(prometheus: PrometheusServer, aiohttp_server: Any) -> None:
+async def test_cortex_sends_the_tenant_from_the_secret(
+    prometheus: PrometheusServer, aiohttp_server: Any
+) -> None:
     async def check(request: web.Request, params: dict[str, str]) -> web.Response | None:
         if request.headers.get("X-Scope-OrgID") != "team-a":
             return web.Response(status=401, text="no org id")
@@ -167,7 +178,9 @@ async def test_cortex_sends_the_tenant_from_the_secret(prometheus: PrometheusSer
     assert "HTTP 401" in err.message and err.auth
 
 
-async def test_bearer_token_from_secret_and_never_in_errors(prometheus: PrometheusServer, aiohttp_server: Any) -> None:
+async def test_bearer_token_from_secret_and_never_in_errors(
+    prometheus: PrometheusServer, aiohttp_server: Any
+) -> None:
     token = "tok-0123456789abcdef"
 
     async def check(request: web.Request, params: dict[str, str]) -> web.Response | None:
@@ -181,7 +194,9 @@ async def test_bearer_token_from_secret_and_never_in_errors(prometheus: Promethe
     assert "wrong-token-value" not in err.message and "HTTP 403" in err.message
 
 
-async def test_get_fallback_when_post_is_not_allowed(prometheus: PrometheusServer, aiohttp_server: Any) -> None:
+async def test_get_fallback_when_post_is_not_allowed(
+    prometheus: PrometheusServer, aiohttp_server: Any
+) -> None:
     seen: list[str] = []
 
     async def check(request: web.Request, params: dict[str, str]) -> web.Response | None:
@@ -219,7 +234,10 @@ async def test_malformed_answers_are_clear_errors(aiohttp_server: Any) -> None:
     bodies = {
         "/bad-json/api/v1/query": (200, b"{not json"),
         "/no-status/api/v1/query": (200, b'{"data": {}}'),
-        "/bad-sample/api/v1/query": (200, b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}'),
+        "/bad-sample/api/v1/query": (
+            200,
+            b'{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}',
+        ),
     }
 
     async def answer(request: web.Request) -> web.Response:

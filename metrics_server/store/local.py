@@ -18,7 +18,14 @@ from pathlib import Path
 
 import yaml
 
-from metrics_server.model import KeptnMetric, KeptnMetricsProvider, Resource, Secret, ValidationError, parse_resource
+from metrics_server.model import (
+    KeptnMetric,
+    KeptnMetricsProvider,
+    Resource,
+    Secret,
+    ValidationError,
+    parse_resource,
+)
 from metrics_server.store.base import IndexedStore
 
 log = logging.getLogger(__name__)
@@ -150,5 +157,7 @@ class LocalStore(IndexedStore):
         for obj in objects:
             ident = (type(obj), obj.key)
             if ident in seen:
-                log.warning("%s %s is defined more than once; the last definition wins", type(obj).__name__, obj.key)
+                log.warning(
+                    "%s %s is defined more than once; the last definition wins", type(obj).__name__, obj.key
+                )
             seen.add(ident)

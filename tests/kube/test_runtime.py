@@ -130,3 +130,27 @@ async def test_two_replicas_leader_writes_both_serve_failover(kube: KubeEnv, bac
     await b.stop()
     lease = await kube.get("Lease", "keptn-metrics-leader")
     assert lease["spec"].get("holderIdentity", "") == ""
+
+
+async def test_run_kubernetes_sigterm_releases_lease(kube: KubeEnv) -> None:
+    import os
+    import signal
+
+    from metrics_server.kube.runtime import run_kubernetes
+
+    task = asyncio.get_running_loop().create_task(run_kubernetes(serve_args(kube)))
+
+    async def holder() -> str:
+        try:
+            return str((await kube.get("Lease", "keptn-metrics-leader"))["spec"].get("holderIdentity") or "")
+        except Exception:
+            return ""
+
+    for _ in range(300):
+        if await holder():
+            break
+        await asyncio.sleep(0.02)
+    assert await holder()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(task, 10) == 0
+    assert await holder() == ""

@@ -90,6 +90,10 @@ class MetricsApi:
         self._allow_exact = frozenset(p for p in paths if not p.endswith("*"))
         self._allow_prefix = tuple(p[:-1] for p in paths if p.endswith("*"))
         self._discovery: dict[str, bytes] = {}
+        #: raw path (with query) -> (route label, attributes, answer): answers depend on the path only
+        self._routes: dict[str, tuple[str, Attributes, Callable[[], web.Response]]] = {}
+        #: single-metric answers: request -> (metric, state, value, fetched, valid until, body)
+        self._bodies: dict[tuple[Any, ...], tuple[Any, Any, float, float, float, bytes]] = {}
         self._static = {
             "/apis": orjson.dumps(
                 {
@@ -131,11 +135,16 @@ class MetricsApi:
                     f"{request.method} {request.path}",
                 )
             path = request.path
-            if self.always_allowed(path):
-                route, _attrs, answer = self.resolve(path, request)
-            else:
+            raw = request.raw_path
+            resolved = self._routes.get(raw)
+            if resolved is None:
+                resolved = self.resolve(path, request)
+                if len(self._routes) >= 4096:
+                    self._routes.clear()
+                self._routes[raw] = resolved
+            route, attrs, answer = resolved
+            if not self.always_allowed(path):
                 user: UserInfo = await self.authenticator.authenticate(request)
-                route, attrs, answer = self.resolve(path, request)
                 await self.authorizer.authorize(user, attrs)
             response = answer()
         except ApiError as err:
@@ -431,6 +440,31 @@ class MetricsApi:
             raise unavailable  # every match lacks a fresh value: say why rather than an empty list
         return self._list(version, items)
 
+    def _single(
+        self, ck: tuple[Any, ...], obj: KeptnMetric, build: Callable[[], web.Response]
+    ) -> web.Response:
+        """Answer for one metric, memoized while the metric, its value and its freshness are unchanged."""
+        state = self.states.get(obj.key)
+        hit = self._bodies.get(ck)
+        if (
+            hit is not None
+            and hit[0] is obj
+            and hit[1] is state
+            and state is not None
+            and state.value == hit[2]
+            and state.last_success == hit[3]
+            and self.clock() <= hit[4]
+        ):
+            return bytes_response(hit[5])
+        response = build()
+        body = response.body
+        if isinstance(body, bytes) and state is not None and state.value is not None and state.last_success:
+            bound = self.max_staleness if self.max_staleness is not None else 3 * state.fetch_interval
+            if len(self._bodies) >= 4096:
+                self._bodies.clear()
+            self._bodies[ck] = (obj, state, state.value, state.last_success, state.last_success + bound, body)
+        return response
+
     def custom_objects(
         self,
         version: str,
@@ -469,7 +503,11 @@ class MetricsApi:
                 raise ApiError(
                     404, f'KeptnMetric {namespace}/{name} does not match labelSelector "{objects.text}"'
                 )
-            return self._collect(version, [(obj, self._described(obj))], metric, metrics, single=True)
+            return self._single(
+                ("custom", version, namespace, name, label_sel, metric_sel),
+                obj,
+                lambda: self._collect(version, [(obj, self._described(obj))], metric, metrics, single=True),
+            )
         # Wildcard: the KeptnMetric named `metric` in this namespace (never another one), or in
         # every namespace for the cluster-scoped form (authorized at the cluster scope).
         if namespace is not None:
@@ -521,8 +559,10 @@ class MetricsApi:
         obj = self.store.get_metric(ObjectKey(namespace, metric))
         if obj is None:
             raise ApiError(404, f'{RESOURCE} "{metric}" not found in namespace "{namespace}"')
-        items: list[dict[str, Any]] = []
-        if selector.matches(obj.meta.labels):
+        if not selector.matches(obj.meta.labels):
+            return bytes_response(self._external_list(version, []))
+
+        def build() -> web.Response:
             served = self.serve_value(obj)
             item: dict[str, Any] = {
                 "metricName": metric,
@@ -532,16 +572,19 @@ class MetricsApi:
             if served.window is not None:
                 item["window"] = served.window
             item["value"] = served.quantity
-            items.append(item)
-        return bytes_response(
-            orjson.dumps(
-                {
-                    "kind": "ExternalMetricValueList",
-                    "apiVersion": f"{EXTERNAL_GROUP}/{version}",
-                    "metadata": {},
-                    "items": items,
-                }
-            )
+            return bytes_response(self._external_list(version, [item]))
+
+        return self._single(("external", version, namespace, metric, label_sel), obj, build)
+
+    @staticmethod
+    def _external_list(version: str, items: list[dict[str, Any]]) -> bytes:
+        return orjson.dumps(
+            {
+                "kind": "ExternalMetricValueList",
+                "apiVersion": f"{EXTERNAL_GROUP}/{version}",
+                "metadata": {},
+                "items": items,
+            }
         )
 
 

@@ -414,3 +414,19 @@ async def test_orjson_bytes_are_valid_json(api):
     _, _, resp = await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/*/cpu")
     assert orjson.loads(resp._body)["items"]
     assert ObjectKey("shop", "cpu")
+
+
+async def test_answers_follow_value_and_label_changes(api, world: World):
+    url = f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/cpu/cpu"
+    assert (await api.get(url))[1]["items"][0]["value"] == "1500m"
+    st = world.states.get(ObjectKey("shop", "cpu"))
+    st.value, st.last_success = 2.0, world.now
+    _, data, _ = await api.get(url)
+    assert data["items"][0]["value"] == "2" and data["items"][0]["timestamp"] == rfc3339(world.now)
+    assert (await api.get(url, params={"labelSelector": "app=web"}))[0] == 200
+    world.store.apply(parse_metric(metric_doc("shop", "cpu", {"app": "changed"})))
+    assert (await api.get(url, params={"labelSelector": "app=web"}))[0] == 404
+    ext = f"{EXTERNAL}/namespaces/shop/cpu"
+    assert (await api.get(ext))[1]["items"][0]["metricLabels"] == {"app": "changed"}
+    st.value = 3.0
+    assert (await api.get(ext))[1]["items"][0]["value"] == "3"

@@ -177,3 +177,33 @@ async def test_auth_configmap_watch(kube: KubeEnv, standin_only: KubeStandin) ->
     await until(lambda: seen and seen[-1] == {"client-ca-file": "CA2"})
     assert standin_only.count("list", "configmaps") >= 1
     await store.stop()
+
+
+async def test_no_hot_loop_on_errors_and_recovery(kube: KubeEnv, standin_only: KubeStandin) -> None:
+    from metrics_server.kube.client import resource_path
+    from metrics_server.kube.informer import Backoff, Informer
+
+    standin_only.fail_next(lambda r: r.resource == "keptnmetrics", code=500, times=10_000)
+    seen: list[int] = []
+    inf = Informer(
+        await kube.new_client(),
+        resource_path("metrics.keptn.sh", "v1", "keptnmetrics", kube.namespace),
+        lambda items: seen.append(len(items)),
+        lambda t, o: None,
+        backoff=Backoff(base=0.05, cap=0.4),
+    )
+    inf.start()
+    await asyncio.sleep(1.0)
+    attempts = standin_only.count("list", "keptnmetrics")
+    assert 2 <= attempts <= 15  # backing off, not spinning
+    standin_only._failures.clear()
+    await until(lambda: inf.synced.is_set(), within=2)
+    # a watch that keeps ending at once (server drops it) is retried with backoff too
+    before = standin_only.count("watch", "keptnmetrics")
+    standin_only.fail_next(lambda r: r.verb == "watch", code=500, times=10_000)
+    await asyncio.sleep(1.0)
+    assert standin_only.count("watch", "keptnmetrics") - before <= 15
+    standin_only._failures.clear()
+    await kube.create(metric_doc("late"))
+    await until(lambda: inf.backoff.failures == 0, within=3)
+    await inf.stop()

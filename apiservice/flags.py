@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--secure-port", type=int, default=6443, help="HTTPS port of the metrics APIs (default 6443)"
     )
-    g.add_argument("--bind-address", default="0.0.0.0", help="address the HTTPS and gRPC servers listen on")
+    g.add_argument(
+        "--bind-address",
+        default=None,
+        help="address the HTTPS and gRPC servers listen on (default 127.0.0.1 in local mode, 0.0.0.0 in"
+        " Kubernetes mode)",
+    )
     g.add_argument(
         "--tls-cert-file", help="serving certificate (PEM, may include intermediates); reloaded on change"
     )
@@ -187,7 +192,8 @@ class ApiOptions:
         return cls(
             kubernetes_mode=kubernetes_mode,
             secure_port=args.secure_port,
-            bind_address=args.bind_address,
+            bind_address=getattr(args, "bind_address", None)
+            or ("0.0.0.0" if kubernetes_mode else "127.0.0.1"),
             tls_cert_file=cert,
             tls_private_key_file=key,
             cert_dir=args.cert_dir,

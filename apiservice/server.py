@@ -155,6 +155,52 @@ async def inject_ca_bundle(api_client: Any, names: list[str], ca_pem: bytes) -> 
             log.error("could not patch caBundle of APIService %s: %s", name, exc)
 
 
+async def _reviewers(
+    o: ApiOptions, kube_auth: Any, api_client: Any
+) -> tuple[TokenReviewer | None, AccessReviewer | None, list[Callable[[], Any]]]:
+    """TokenReview/SubjectAccessReview backends: `kube_auth` if given, else clients built from
+    --authentication-kubeconfig / --authorization-kubeconfig, else `api_client`, else
+    in-cluster / --kubeconfig; none in local mode unless asked for."""
+    if kube_auth is not None:
+        return kube_auth, kube_auth, []
+    needs_kube = (
+        o.kubernetes_mode
+        or o.authorization_mode == "Webhook"
+        or bool(o.authentication_kubeconfig)
+        or bool(o.authorization_kubeconfig)
+    )
+    if not needs_kube:
+        return None, None, []
+    closers: list[Callable[[], Any]] = []
+    authn_client, authz_client = api_client, None
+    if o.authentication_kubeconfig or authn_client is None:
+        authn_client = await kube_api_client(o.authentication_kubeconfig, o.kubeconfig)
+        closers.append(authn_client.close)
+    if o.authorization_kubeconfig and o.authorization_kubeconfig != o.authentication_kubeconfig:
+        authz_client = await kube_api_client(o.authorization_kubeconfig, o.kubeconfig)
+        closers.append(authz_client.close)
+    reviews = KubeReviewClient(authn_client, authz_client)
+    return reviews, reviews, closers
+
+
+async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: Any = None) -> Any:
+    """The `--keda-auth` middleware for the plain-HTTP metrics port (bearer token: TokenReview,
+    then SubjectAccessReview `get keptnmetrics` in the namespace), built from the CLI flags.
+
+    `kube_api`: a kubernetes-asyncio ApiClient to send the reviews with (default: built from
+    --authentication-kubeconfig / in-cluster / --kubeconfig)."""
+    from apiservice.auth import keda_auth_middleware
+
+    o = ApiOptions.from_args(args, kubernetes_mode=kubernetes_mode)
+    forced = ApiOptions(**{**o.__dict__, "authorization_mode": "Webhook"})  # a token always needs reviews
+    token_reviewer, access_reviewer, _closers = await _reviewers(forced, None, kube_api)
+    authenticator = Authenticator(CertificateAuthorities(), None, token_reviewer, token_ttl=o.token_cache_ttl)
+    authorizer = Authorizer(
+        "Webhook", access_reviewer, allowed_ttl=o.authz_allowed_ttl, denied_ttl=o.authz_denied_ttl
+    )
+    return keda_auth_middleware(o, authenticator, authorizer)
+
+
 async def start_api(
     store: Store,
     states: MetricStates,
@@ -209,17 +255,14 @@ async def start_api(
         )
 
     # Review backends (TokenReview / SubjectAccessReview).
-    token_reviewer: TokenReviewer | None = kube_auth
-    access_reviewer: AccessReviewer | None = kube_auth
-    needs_kube = o.kubernetes_mode or o.authorization_mode == "Webhook" or bool(o.authentication_kubeconfig)
-    if kube_auth is None and needs_kube:
-        authn_client = await kube_api_client(o.authentication_kubeconfig, o.kubeconfig)
-        authz_client = None
-        if o.authorization_kubeconfig and o.authorization_kubeconfig != o.authentication_kubeconfig:
-            authz_client = await kube_api_client(o.authorization_kubeconfig, o.kubeconfig)
-        reviews = KubeReviewClient(authn_client, authz_client)
-        closers.append(reviews.close)
-        token_reviewer = access_reviewer = reviews
+    if (
+        kube_auth is not None
+        and not hasattr(kube_auth, "review_access")
+        and hasattr(kube_auth, "auth_configmap")
+    ):
+        auth_source, kube_auth = auth_source or kube_auth, None  # a ConfigMap source passed as kube_auth
+    token_reviewer, access_reviewer, more = await _reviewers(o, kube_auth, api_client)
+    closers.extend(more)
 
     authenticator = Authenticator(
         cas, requestheader, token_reviewer, anonymous=o.anonymous_auth, token_ttl=o.token_cache_ttl

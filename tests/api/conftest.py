@@ -284,10 +284,10 @@ async def start(world: World, pki: Pki, kube: KubeReviews) -> AsyncIterator[Star
         *argv: str, kubernetes_mode: bool = False, with_kube: bool = True, pki_flags: bool = True, **kw: Any
     ) -> Running:
         opts = options(pki, *argv, kubernetes_mode=kubernetes_mode, pki_flags=pki_flags)
-        kube_auth = await review_client(kube.url) if with_kube else None
+        kube_auth = await review_client(kube.url) if with_kube else kw.pop("kube_auth", None)
         kw.setdefault("clock", lambda: world.now)
         runner = await start_api(world.store, world.states, opts, kube_auth=kube_auth, **kw)
-        if kube_auth is not None:
+        if with_kube and kube_auth is not None:
             runner._closers.append(kube_auth.close)
         r = Running(runner, pki)
         running.append(r)

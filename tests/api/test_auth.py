@@ -276,3 +276,57 @@ async def test_keda_auth_middleware(aiohttp_client, kube: KubeReviews):
     resp = await client.get("/api/v1/metrics/shop/cpu", headers={"Authorization": "Bearer wrong"})
     assert resp.status == 401
     await reviews.close()
+
+
+async def test_keda_auth_middleware_for_cli_args(aiohttp_client, kube: KubeReviews):
+    import argparse
+
+    from aiohttp import web
+    from kubernetes_asyncio import client
+
+    from apiservice.flags import add_arguments
+    from apiservice.server import keda_auth_middleware_for
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--keda-auth"])
+    api_client = client.ApiClient(client.Configuration(host=kube.url))
+    kube.tokens["keda"] = {"username": "keda", "groups": []}
+    mw = await keda_auth_middleware_for(args, False, api_client)
+    app = web.Application(middlewares=[mw])
+    app.router.add_get("/api/v1/metrics/{namespace}/{name}", lambda r: web.json_response({"value": "1"}))
+    c = await aiohttp_client(app)
+    assert (await c.get("/api/v1/metrics/shop/cpu")).status == 401
+    assert (await c.get("/api/v1/metrics/shop/cpu", headers={"Authorization": "Bearer keda"})).status == 200
+    assert kube.sars[-1]["user"] == "keda"
+    await api_client.close()
+
+
+async def test_configmap_source_passed_as_kube_auth_and_shared_api_client(start, pki: Pki, kube: KubeReviews):
+    from kubernetes_asyncio import client
+
+    from tests.api.test_tls import ConfigMapSource
+
+    source = ConfigMapSource(
+        {
+            "requestheader-client-ca-file": pki.front_proxy_ca.cert_pem.bytes().decode(),
+            "requestheader-allowed-names": "[]",
+        }
+    )
+    api_client = client.ApiClient(client.Configuration(host=kube.url))
+    try:
+        api = await start(
+            "--tls-cert-file",
+            str(pki.server_cert),
+            "--tls-private-key-file",
+            str(pki.server_cert),
+            kubernetes_mode=True,
+            pki_flags=False,
+            with_kube=False,
+            kube_auth=source,
+            api_client=api_client,
+        )
+        assert (await api.get(OBJ, api.proxy("zoe")))[0] == 200
+        assert kube.sars[-1]["user"] == "zoe"  # Webhook mode through the shared ApiClient
+    finally:
+        await api_client.close()

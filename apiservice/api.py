@@ -90,10 +90,11 @@ class MetricsApi:
         self._allow_exact = frozenset(p for p in paths if not p.endswith("*"))
         self._allow_prefix = tuple(p[:-1] for p in paths if p.endswith("*"))
         self._discovery: dict[str, bytes] = {}
-        #: raw path (with query) -> (route label, attributes, answer): answers depend on the path only
-        self._routes: dict[str, tuple[str, Attributes, Callable[[], web.Response]]] = {}
-        #: single-metric answers: request -> (metric, state, value, fetched, valid until, body)
-        self._bodies: dict[tuple[Any, ...], tuple[Any, Any, float, float, float, bytes]] = {}
+        #: raw path (with query) -> (route label, attributes, answer, always allowed)
+        self._routes: dict[str, tuple[str, Attributes, Callable[[], web.Response], bool]] = {}
+        #: single-metric answers by raw path: (key, metric, state, value, fetched, valid until, body)
+        self._bodies: dict[str, tuple[ObjectKey, Any, Any, float, float, float, bytes]] = {}
+        self._request_key: str | None = None
         self._static = {
             "/apis": orjson.dumps(
                 {
@@ -134,23 +135,47 @@ class MetricsApi:
                     f"the server does not allow this method on the requested resource: "
                     f"{request.method} {request.path}",
                 )
-            path = request.path
             raw = request.raw_path
             resolved = self._routes.get(raw)
             if resolved is None:
-                resolved = self.resolve(path, request)
+                path = request.path
+                route, attrs, answer = self.resolve(path, request)
+                resolved = (route, attrs, answer, self.always_allowed(path))
                 if len(self._routes) >= 4096:
                     self._routes.clear()
                 self._routes[raw] = resolved
-            route, attrs, answer = resolved
-            if not self.always_allowed(path):
+            route, attrs, answer, open_path = resolved
+            if not open_path:
                 user: UserInfo = await self.authenticator.authenticate(request)
                 await self.authorizer.authorize(user, attrs)
-            response = answer()
+            body = self._memo(raw)
+            if body is not None:
+                response = bytes_response(body)
+            else:
+                self._request_key = raw
+                response = answer()
         except ApiError as err:
             response = error_response(err)
         observe(route, response.status, time.perf_counter() - start)
         return response
+
+    def _memo(self, raw: str) -> bytes | None:
+        """A memoized single-metric answer if the metric, its value and its freshness are unchanged."""
+        hit = self._bodies.get(raw)
+        if hit is None:
+            return None
+        key, obj, state, value, fetched, until, body = hit
+        if (
+            self.store.get_metric(key) is obj
+            and self.states.get(key) is state
+            and state is not None
+            and state.value == value
+            and state.last_success == fetched
+            and self.clock() <= until
+        ):
+            return body
+        del self._bodies[raw]
+        return None
 
     # -- routing ----------------------------------------------------------------------------
     def resolve(self, path: str, request: web.Request) -> tuple[str, Attributes, Callable[[], web.Response]]:
@@ -440,29 +465,25 @@ class MetricsApi:
             raise unavailable  # every match lacks a fresh value: say why rather than an empty list
         return self._list(version, items)
 
-    def _single(
-        self, ck: tuple[Any, ...], obj: KeptnMetric, build: Callable[[], web.Response]
-    ) -> web.Response:
-        """Answer for one metric, memoized while the metric, its value and its freshness are unchanged."""
+    def _single(self, obj: KeptnMetric, build: Callable[[], web.Response]) -> web.Response:
+        """Answer for one metric; a 200 answer is memoized (see `_memo`) under the request's raw path."""
         state = self.states.get(obj.key)
-        hit = self._bodies.get(ck)
-        if (
-            hit is not None
-            and hit[0] is obj
-            and hit[1] is state
-            and state is not None
-            and state.value == hit[2]
-            and state.last_success == hit[3]
-            and self.clock() <= hit[4]
-        ):
-            return bytes_response(hit[5])
         response = build()
         body = response.body
-        if isinstance(body, bytes) and state is not None and state.value is not None and state.last_success:
+        raw = self._request_key
+        if (
+            raw is not None
+            and isinstance(body, bytes)
+            and response.status == 200
+            and state is not None
+            and state.value is not None
+            and state.last_success is not None
+        ):
             bound = self.max_staleness if self.max_staleness is not None else 3 * state.fetch_interval
             if len(self._bodies) >= 4096:
                 self._bodies.clear()
-            self._bodies[ck] = (obj, state, state.value, state.last_success, state.last_success + bound, body)
+            until = state.last_success + bound
+            self._bodies[raw] = (obj.key, obj, state, state.value, state.last_success, until, body)
         return response
 
     def custom_objects(
@@ -504,7 +525,6 @@ class MetricsApi:
                     404, f'KeptnMetric {namespace}/{name} does not match labelSelector "{objects.text}"'
                 )
             return self._single(
-                ("custom", version, namespace, name, label_sel, metric_sel),
                 obj,
                 lambda: self._collect(version, [(obj, self._described(obj))], metric, metrics, single=True),
             )
@@ -574,7 +594,7 @@ class MetricsApi:
             item["value"] = served.quantity
             return bytes_response(self._external_list(version, [item]))
 
-        return self._single(("external", version, namespace, metric, label_sel), obj, build)
+        return self._single(obj, build)
 
     @staticmethod
     def _external_list(version: str, items: list[dict[str, Any]]) -> bytes:

@@ -346,7 +346,7 @@ def main() -> None:
             s = summary[name]
             print(
                 f"{name:5s}: {s['rps']:7.0f} req/s  p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  "
-                f"errors {s['errors']}"
+                f"server CPU {s['cpu_us']:4.0f} us/req  errors {s['errors']}"
             )
         ratio = summary["stack"]["rps"] / summary["bare"]["rps"]
         capacity = summary["bare"]["cpu_us"] / summary["stack"]["cpu_us"]

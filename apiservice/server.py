@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from apiservice.api import MetricsApi, build_app
+from apiservice.api import MetricsApi, build_server
 from apiservice.auth import (
     AccessReviewer,
     Authenticator,
@@ -52,7 +52,7 @@ class ApiRunner:
     #: PEM of the self-signed CA (None when --tls-cert-file was given): an APIService's caBundle.
     ca_bundle: bytes | None = None
     tls: TlsManager | None = None
-    _runner: web.AppRunner | None = None
+    _runner: web.BaseRunner | None = None
     _grpc: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -303,8 +303,7 @@ async def start_api(
         always_allow_paths=o.always_allow_paths,
         clock=clock,
     )
-    app = build_app(api)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.ServerRunner(build_server(api), handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     host = "127.0.0.1" if o.insecure_http else o.bind_address
     site = web.TCPSite(runner, host, o.secure_port, ssl_context=tls.context if tls else None, backlog=1024)

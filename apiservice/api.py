@@ -15,7 +15,6 @@ left out of a wildcard list (see docs/api.md, "Staleness").
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from apiservice.selectors import Selector, SelectorError, parse_selector
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError, bytes_response, error_response, status_response
 from metrics_server.model import KeptnMetric, ObjectKey
-from metrics_server.state import MetricStates, rfc3339
+from metrics_server.state import MetricStates, Unavailable, rfc3339, servable_value
 from metrics_server.store.base import EventType, Store, StoreEvent
 
 CUSTOM_GROUP = "custom.metrics.k8s.io"
@@ -86,6 +85,7 @@ class MetricsApi:
         self.max_staleness = max_staleness
         self.discovery_limit = discovery_limit
         self.clock = clock
+        self.shutting_down = False  # /readyz turns false first on SIGTERM, before connections drain
         paths = always_allow_paths if always_allow_paths is not None else list(HEALTH_PATHS)
         self._allow_exact = frozenset(p for p in paths if not p.endswith("*"))
         self._allow_prefix = tuple(p[:-1] for p in paths if p.endswith("*"))
@@ -289,6 +289,8 @@ class MetricsApi:
         return status_response(404, message or "the server could not find the requested resource")
 
     def health(self, path: str) -> web.Response:
+        if path == "/readyz" and self.shutting_down:
+            return web.Response(status=503, text="not ready: shutting down\n")
         if path == "/readyz" and not self.store.synced:
             return web.Response(status=503, text="not ready: the store has not synced yet\n")
         return web.Response(text="ok")
@@ -357,25 +359,11 @@ class MetricsApi:
     # -- values -----------------------------------------------------------------------------
     def fresh_value(self, metric: KeptnMetric) -> tuple[float, float]:
         """(value, time it was fetched) if the value may be served now; ApiError(503) saying why not."""
-        key = metric.key
-        state = self.states.get(key)
-        what = f"KeptnMetric {key.namespace}/{key.name}"
-        if state is None or state.value is None or state.last_success is None:
-            err = state.error if state is not None and state.error else "not fetched yet"
-            raise ApiError(503, f"no value yet for {what}: {err}")
-        value = state.value
-        if not math.isfinite(value):
-            raise ApiError(503, f"the value of {what} is not a finite number ({value})")
-        bound = self.max_staleness if self.max_staleness is not None else 3 * state.fetch_interval
-        age = self.clock() - state.last_success
-        if age > bound:
-            err = f": last error: {state.error}" if state.error else ""
-            raise ApiError(
-                503,
-                f"the value of {what} is stale: fetched {age:.0f}s ago, "
-                f"more than the {bound:.0f}s allowed{err}",
-            )
-        return value, state.last_success
+        what = f"KeptnMetric {metric.meta.namespace}/{metric.meta.name}"
+        try:
+            return servable_value(self.states.get(metric.key), what, self.clock(), self.max_staleness)
+        except Unavailable as exc:
+            raise ApiError(503, exc.message) from None
 
     def serve_value(self, metric: KeptnMetric) -> Served:
         """The metric's value as a Quantity if it may be served now; ApiError(503) otherwise."""

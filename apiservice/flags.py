@@ -8,9 +8,13 @@ from dataclasses import dataclass, field
 
 DEFAULT_ALWAYS_ALLOW = "/healthz,/readyz,/livez"
 DEFAULT_SELF_SIGNED_HOSTS = (
-    "localhost,127.0.0.1,metrics-operator-service.keptn-system.svc,"
-    "metrics-operator-service.keptn-system.svc.cluster.local"
+    "localhost,127.0.0.1,keptn-metrics.keptn-system.svc,keptn-metrics.keptn-system.svc.cluster.local"
 )
+
+
+def default_self_signed_hosts(namespace: str) -> str:
+    """The names of our Service (`keptn-metrics`) in the server's namespace, plus loopback."""
+    return f"localhost,127.0.0.1,keptn-metrics.{namespace}.svc,keptn-metrics.{namespace}.svc.cluster.local"
 
 
 def _csv(text: str | None) -> list[str]:
@@ -39,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--self-signed-hosts",
-        default=DEFAULT_SELF_SIGNED_HOSTS,
-        help="comma list of DNS names / IPs the generated serving certificate is valid for",
+        default=None,
+        help="comma list of DNS names / IPs the generated serving certificate is valid for"
+        " (default: localhost, 127.0.0.1 and the keptn-metrics Service in --server-namespace)",
     )
     g.add_argument(
         "--insecure-http",
@@ -197,7 +202,10 @@ class ApiOptions:
             tls_cert_file=cert,
             tls_private_key_file=key,
             cert_dir=args.cert_dir,
-            self_signed_hosts=_csv(args.self_signed_hosts),
+            self_signed_hosts=_csv(
+                args.self_signed_hosts
+                or default_self_signed_hosts(getattr(args, "server_namespace", None) or "keptn-system")
+            ),
             insecure_http=insecure,
             client_ca_file=args.client_ca_file,
             requestheader_client_ca_file=args.requestheader_client_ca_file,

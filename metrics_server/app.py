@@ -50,7 +50,9 @@ class Services:
         self.kubernetes_mode = kubernetes_mode
         self.states = MetricStates()
         self.evaluator = Evaluator(store, self.states, sink=sink, options=evaluator_options(args))
-        self.metrics_port = MetricsPortApp(store, self.states, staleness_factor=args.staleness_factor)
+        self.metrics_port = MetricsPortApp(
+            store, self.states, max_staleness=getattr(args, "max_staleness", None)
+        )
         self.auth_source = auth_source
         self.kube_api = kube_api
         self._runner: web.AppRunner | None = None
@@ -71,15 +73,12 @@ class Services:
         self._api = await self._start_api()
 
     async def _with_keda_auth(self, app: web.Application) -> web.Application:
-        try:
-            from apiservice.server import keda_auth_middleware_for  # type: ignore[attr-defined]
-        except ImportError:
-            log.warning("--keda-auth requested but the API package does not provide it; serving without auth")
-            return app
+        """Upstream's KEDA endpoint is open; `--keda-auth` puts TokenReview + SAR in front of it."""
+        from apiservice.server import keda_auth_middleware_for
+
         middleware = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
-        wrapped = self.metrics_port
-        wrapped.middlewares.append(middleware)
-        return wrapped.build()
+        self.metrics_port.middlewares.append(middleware)
+        return self.metrics_port.build()
 
     async def _start_api(self) -> Any:
         if getattr(self.args, "secure_port", 0) in (0, None):
@@ -91,7 +90,9 @@ class Services:
             log.warning("aggregated API not available in this build")
             return None
         options = ApiOptions.from_args(self.args, kubernetes_mode=self.kubernetes_mode)
-        return await start_api(self.store, self.states, options, kube_auth=self.auth_source)
+        return await start_api(
+            self.store, self.states, options, auth_source=self.auth_source, api_client=self.kube_api
+        )
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -102,6 +103,13 @@ class Services:
     async def stop(self) -> None:
         """Readiness goes false first, then in-flight requests drain, then fetching stops."""
         self.metrics_port.shutting_down = True
+        if self._api is not None:
+            self._api.api.shutting_down = True
+        delay = getattr(self.args, "shutdown_delay", None)
+        if delay is None:
+            delay = 2.0 if self.kubernetes_mode else 0.0
+        if delay > 0:  # let kubelet and the Service see "not ready" before connections close
+            await asyncio.sleep(delay)
         if self._api is not None:
             await self._api.stop()
         if self._runner is not None:

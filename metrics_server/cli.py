@@ -85,12 +85,6 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--max-backoff", type=float, default=300.0, help="cap of the retry delay after errors (seconds)"
     )
-    p.add_argument(
-        "--staleness-factor",
-        type=float,
-        default=3.0,
-        help="a value older than this many fetch intervals is not served by the KEDA REST endpoint",
-    )
     p.set_defaults(func=_cmd_serve)
 
 

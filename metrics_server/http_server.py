@@ -2,7 +2,7 @@
 
 `GET /api/v1/metrics/{namespace}/{name}` answers `{"metric","namespace","value"}` exactly as
 upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON
-`{"error": ..., "code": ...}`: 404 unknown metric, 503 no value yet or stale.
+`{"error": ..., "code": ...}`: 404 unknown metric, 503 no value yet or stale (same rule as the APIs).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from metrics_server.model import ObjectKey
 from metrics_server.selfmetrics import StatesCollector
-from metrics_server.state import MetricStates
+from metrics_server.state import MetricStates, Unavailable, servable_value
 from metrics_server.store.base import Store
 
 JSON = "application/json"
@@ -32,11 +32,6 @@ def json_error(status: int, message: str) -> web.Response:
     return json_response({"error": message, "code": status}, status)
 
 
-def is_stale(fetch_interval: float, last_success: float | None, now: float, factor: float) -> bool:
-    """A value older than `factor` x its fetch interval is not served as fresh."""
-    return last_success is None or now - last_success > factor * fetch_interval
-
-
 class MetricsPortApp:
     """Builds the aiohttp application for the metrics port."""
 
@@ -46,14 +41,14 @@ class MetricsPortApp:
         states: MetricStates,
         *,
         ready: Readiness | None = None,
-        staleness_factor: float = 3.0,
+        max_staleness: float | None = None,
         registries: Iterable[CollectorRegistry] = (),
         middlewares: Iterable[Callable[..., Awaitable[web.StreamResponse]]] = (),
     ) -> None:
         self.store = store
         self.states = states
         self.ready = ready or (lambda: store.synced)
-        self.staleness_factor = staleness_factor
+        self.max_staleness = max_staleness
         self.own_registry = CollectorRegistry(auto_describe=False)
         self.own_registry.register(StatesCollector(states))
         self.registries = [REGISTRY, self.own_registry, *registries]
@@ -89,14 +84,12 @@ class MetricsPortApp:
         key = ObjectKey(namespace, name)
         if self.store.get_metric(key) is None:
             return json_error(404, f"KeptnMetric {namespace}/{name} not found")
-        state = self.states.get(key)
-        if state is None or state.value is None:
-            detail = f": {state.error}" if state is not None and state.error else ""
-            return json_error(503, f"KeptnMetric {namespace}/{name} has no value yet{detail}")
-        if is_stale(state.fetch_interval, state.last_success, time.time(), self.staleness_factor):
-            return json_error(
-                503,
-                f"KeptnMetric {namespace}/{name} is stale (last good value {state.age(time.time()):.0f}s old)"
-                + (f": {state.error}" if state.error else ""),
+        try:
+            servable_value(
+                self.states.get(key), f"KeptnMetric {namespace}/{name}", time.time(), self.max_staleness
             )
+        except Unavailable as exc:
+            return json_error(503, exc.message)
+        state = self.states.get(key)
+        assert state is not None
         return json_response({"metric": name, "namespace": namespace, "value": state.value_text})

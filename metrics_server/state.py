@@ -105,6 +105,39 @@ class MetricState:
         return out
 
 
+STALENESS_FACTOR = 3.0  # default bound: a value older than 3 x fetchIntervalSeconds is stale
+
+
+class Unavailable(Exception):
+    """A metric whose value must not be served now (none yet, not finite, or stale); says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def servable_value(
+    state: MetricState | None, what: str, now: float, max_staleness: float | None
+) -> tuple[float, float]:
+    """(value, fetch time) of a value every API may serve now, else Unavailable saying why.
+
+    The bound is `max_staleness` seconds, or STALENESS_FACTOR x the metric's fetch interval.
+    """
+    if state is None or state.value is None or state.last_success is None:
+        err = state.error if state is not None and state.error else "not fetched yet"
+        raise Unavailable(f"no value yet for {what}: {err}")
+    if not math.isfinite(state.value):
+        raise Unavailable(f"the value of {what} is not a finite number ({state.value})")
+    bound = max_staleness if max_staleness is not None else STALENESS_FACTOR * state.fetch_interval
+    age = now - state.last_success
+    if age > bound:
+        err = f": last error: {state.error}" if state.error else ""
+        raise Unavailable(
+            f"the value of {what} is stale: fetched {age:.0f}s ago, more than the {bound:.0f}s allowed{err}"
+        )
+    return state.value, state.last_success
+
+
 ChangeListener = Callable[[MetricState | None, ObjectKey], None]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from metrics_server.state import STALENESS_FACTOR
+
 
 @dataclass(frozen=True)
 class ControllerOptions:
@@ -65,7 +67,7 @@ def options_from_args(args: argparse.Namespace) -> ControllerOptions:
     return ControllerOptions(
         enabled=getattr(args, "lifecycle_controller", True),
         server_namespace=getattr(args, "server_namespace", "keptn-system"),
-        staleness_factor=getattr(args, "staleness_factor", 3.0),
+        staleness_factor=STALENESS_FACTOR,
         analysis_max_retries=getattr(args, "analysis_max_retries", 10),
         analysis_retry_interval=getattr(args, "analysis_retry_interval", 10.0),
         analysis_max_retry_interval=getattr(args, "analysis_max_retry_interval", 300.0),

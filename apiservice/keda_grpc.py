@@ -4,9 +4,10 @@ A ScaledObject trigger of `type: external` names the KeptnMetric in its metadata
 
     scalerAddress: keptn-metrics.keptn-system.svc:9998
     keptnMetricName: cpu-throttling     # required (alias: metricName)
-    namespace: podtato-kubectl          # default: the ScaledObject's namespace
+    keptnMetricNamespace: podtato-kubectl  # default: the ScaledObject's namespace (alias: namespace)
     targetValue: "10"                   # default 1
-    activationTargetValue: "0"          # default 0: active while value > activation
+    activationValue: "0"                # default 0: active while value > activation
+                                        # (alias: activationTargetValue, KEDA's usual spelling)
 
 Errors are gRPC statuses: NOT_FOUND (no such KeptnMetric), UNAVAILABLE (no fresh value:
 same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata). KEDA then applies
@@ -70,13 +71,16 @@ def parse_trigger(ref: Any) -> Trigger:
     name = meta.get("keptnMetricName") or meta.get("metricName") or ""
     if not name:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.keptnMetricName is required")
-    namespace = meta.get("namespace") or ref.namespace
+    namespace = meta.get("keptnMetricNamespace") or meta.get("namespace") or ref.namespace
     if not namespace:
-        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "no namespace: set scalerMetadata.namespace")
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "no namespace: set scalerMetadata.keptnMetricNamespace"
+        )
     target = _number(meta, "targetValue", 1.0)
     if target <= 0:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.targetValue must be greater than 0")
-    return Trigger(ObjectKey(namespace, name), target, _number(meta, "activationTargetValue", 0.0))
+    activation_key = "activationValue" if "activationValue" in meta else "activationTargetValue"
+    return Trigger(ObjectKey(namespace, name), target, _number(meta, activation_key, 0.0))
 
 
 class ExternalScaler:

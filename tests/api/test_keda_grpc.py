@@ -86,6 +86,14 @@ async def test_is_active(scaler):
     assert (await client.is_active(ref("queue", namespace="shop", activationTargetValue="7"))).result is True
 
 
+async def test_documented_metadata_names_and_their_aliases(scaler):
+    client, _ = scaler
+    # what examples/kubernetes/keda-external.yaml uses
+    other_ns = ref("queue", ns="elsewhere", keptnMetricNamespace="shop", activationValue="10")
+    assert (await client.is_active(other_ns)).result is False
+    assert (await client.is_active(ref("queue", ns="elsewhere", keptnMetricNamespace="shop"))).result is True
+
+
 async def test_get_metric_spec(scaler):
     client, _ = scaler
     resp = await client.get_metric_spec(ref("queue", targetValue="2.5"))

@@ -63,22 +63,9 @@ def _covers(cert: x509.Certificate, hosts: list[str], now: dt.datetime) -> bool:
     return set(hosts) <= have
 
 
-def ensure_self_signed(cert_dir: str | os.PathLike[str], hosts: list[str]) -> tuple[Path, Path, bytes]:
-    """A CA and a serving pair it signs in `cert_dir`, reused while valid; returns
-    (cert path, key path, CA PEM). The CA PEM is what an APIService's caBundle needs."""
-    d = Path(cert_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_path, ca_key_path, cert_path, key_path = d / CA_FILE, d / CA_KEY_FILE, d / CERT_FILE, d / KEY_FILE
-    if ca_path.exists() and cert_path.exists() and key_path.exists():
-        try:
-            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
-            cert.verify_directly_issued_by(ca)
-            if _covers(cert, hosts, now):
-                return cert_path, key_path, ca_path.read_bytes()
-        except (ValueError, TypeError, InvalidSignature):
-            pass
+def generate_ca(now: dt.datetime | None = None) -> tuple[bytes, bytes]:
+    """A new self-signed CA for serving certificates: (certificate PEM, private key PEM)."""
+    now = now or dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"keptn-metrics-ca@{int(now.timestamp())}")
     ca = (
@@ -95,31 +82,72 @@ def ensure_self_signed(cert_dir: str | os.PathLike[str], hosts: list[str]) -> tu
         )
         .sign(ca_key, hashes.SHA256())
     )
+    pem = serialization.Encoding.PEM
+    key_pem = ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return ca.public_bytes(pem), key_pem
+
+
+def _issue_serving(
+    ca_pem: bytes, ca_key_pem: bytes, hosts: list[str], now: dt.datetime
+) -> tuple[bytes, bytes]:
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the serving CA key must be an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hosts[0] if hosts else "localhost"))
-        .issuer_name(ca_name)
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=365))
+        .not_valid_after(min(now + dt.timedelta(days=365), ca.not_valid_after_utc))
         .add_extension(_san(hosts or ["localhost"]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    no_enc = serialization.NoEncryption()
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    ca_key_path.write_bytes(ca_key.private_bytes(pem, pkcs8, no_enc))
-    os.chmod(ca_key_path, 0o600)
-    key_path.write_bytes(key.private_bytes(pem, pkcs8, no_enc))
+    key_pem = key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(pem), key_pem
+
+
+def ensure_self_signed(
+    cert_dir: str | os.PathLike[str], hosts: list[str], ca: tuple[bytes, bytes] | None = None
+) -> tuple[Path, Path, bytes]:
+    """A CA and a serving pair it signs in `cert_dir`, reused while valid; returns
+    (cert path, key path, CA PEM). The CA PEM is what an APIService's caBundle needs.
+
+    `ca` (certificate PEM, key PEM) is a CA shared by every replica (see shared_ca); without
+    it a CA of our own is generated in `cert_dir`.
+    """
+    d = Path(cert_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_path, ca_key_path, cert_path, key_path = d / CA_FILE, d / CA_KEY_FILE, d / CERT_FILE, d / KEY_FILE
+    if ca is not None:
+        ca_path.write_bytes(ca[0])
+    if ca_path.exists() and cert_path.exists() and key_path.exists():
+        try:
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+            current_ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+            cert.verify_directly_issued_by(current_ca)
+            if _covers(cert, hosts, now):
+                return cert_path, key_path, ca_path.read_bytes()
+        except (ValueError, TypeError, InvalidSignature):
+            pass
+    ca_pem, ca_key_pem = ca if ca is not None else generate_ca(now)
+    cert_pem, key_pem = _issue_serving(ca_pem, ca_key_pem, hosts, now)
+    if ca is None:  # a shared CA's key stays in its Secret, never on this pod's disk
+        ca_key_path.write_bytes(ca_key_pem)
+        os.chmod(ca_key_path, 0o600)
+    key_path.write_bytes(key_pem)
     os.chmod(key_path, 0o600)
-    cert_path.write_bytes(cert.public_bytes(pem))
-    ca_path.write_bytes(ca.public_bytes(pem))
-    log.info("generated a self-signed serving certificate in %s for %s", d, ", ".join(hosts))
-    return cert_path, key_path, ca.public_bytes(pem)
+    cert_path.write_bytes(cert_pem)
+    ca_path.write_bytes(ca_pem)
+    log.info("generated a serving certificate in %s for %s", d, ", ".join(hosts))
+    return cert_path, key_path, ca_pem
 
 
 # -- client certificate identities ---------------------------------------------------------

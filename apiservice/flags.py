@@ -166,6 +166,7 @@ class ApiOptions:
     authentication_kubeconfig: str | None = None
     authorization_kubeconfig: str | None = None
     kubeconfig: str | None = None
+    server_namespace: str = "keptn-system"
     always_allow_paths: list[str] = field(default_factory=lambda: _csv(DEFAULT_ALWAYS_ALLOW))
     anonymous_auth: bool = False
     authorization_mode: str = "AlwaysAllow"
@@ -216,6 +217,7 @@ class ApiOptions:
             authentication_kubeconfig=args.authentication_kubeconfig,
             authorization_kubeconfig=args.authorization_kubeconfig,
             kubeconfig=getattr(args, "kubeconfig", None),
+            server_namespace=getattr(args, "server_namespace", None) or "keptn-system",
             always_allow_paths=_csv(args.authorization_always_allow_paths),
             anonymous_auth=args.anonymous_auth,
             authorization_mode=mode,

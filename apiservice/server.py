@@ -201,6 +201,14 @@ async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: A
     return keda_auth_middleware(o, authenticator, authorizer)
 
 
+async def _shared_ca(o: ApiOptions) -> tuple[bytes, bytes]:
+    from apiservice.shared_ca import shared_ca
+    from metrics_server.kube.client import KubeClient
+
+    async with await KubeClient.create(o.kubeconfig) as client:
+        return await shared_ca(client, o.server_namespace)
+
+
 async def start_api(
     store: Store,
     states: MetricStates,
@@ -244,7 +252,10 @@ async def start_api(
         if o.tls_cert_file and o.tls_private_key_file:
             cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
         else:
-            cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts)
+            ca = None
+            if o.kubernetes_mode and o.apiservice_ca_injection:
+                ca = await _shared_ca(o)  # every replica must present a cert from the injected CA
+            cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
             cert_file, key_file = str(cert_path), str(key_path)
         tls = TlsManager(
             cert_file,

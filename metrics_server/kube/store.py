@@ -64,6 +64,7 @@ class KubernetesStore(IndexedStore):
         self.api_version = api_version
         self.clock = clock
         self.informers: list[Informer] = []
+        self.auth_sync_timeout = 10.0
         self._kind_informers: list[Informer] = []
         self._secrets_cache: dict[ObjectKey, tuple[float, Secret | None]] = {}
         self._secret_inflight: dict[ObjectKey, asyncio.Future[Secret | None]] = {}
@@ -102,6 +103,12 @@ class KubernetesStore(IndexedStore):
         for inf in self.informers:
             inf.start()
         await asyncio.gather(*(inf.synced.wait() for inf in self._kind_informers))
+        if self._auth_informer is not None:
+            # the API authenticates front-proxy requests with it: wait, but not forever (RBAC may deny it)
+            try:
+                await asyncio.wait_for(self._auth_informer.synced.wait(), self.auth_sync_timeout)
+            except TimeoutError:
+                log.warning("the authentication ConfigMap is not readable yet; continuing without it")
         self.mark_synced()
 
     async def stop(self) -> None:

@@ -201,10 +201,12 @@ async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: A
     return keda_auth_middleware(o, authenticator, authorizer)
 
 
-async def _shared_ca(o: ApiOptions) -> tuple[bytes, bytes]:
+async def _shared_ca(o: ApiOptions, api_client: Any) -> tuple[bytes, bytes]:
     from apiservice.shared_ca import shared_ca
     from metrics_server.kube.client import KubeClient
 
+    if api_client is not None:  # the caller's client: wrap it, do not close it
+        return await shared_ca(KubeClient(api_client), o.server_namespace)
     async with await KubeClient.create(o.kubeconfig) as client:
         return await shared_ca(client, o.server_namespace)
 
@@ -254,7 +256,7 @@ async def start_api(
         else:
             ca = None
             if o.kubernetes_mode and o.apiservice_ca_injection:
-                ca = await _shared_ca(o)  # every replica must present a cert from the injected CA
+                ca = await _shared_ca(o, api_client)  # every replica must present a cert from the injected CA
             cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
             cert_file, key_file = str(cert_path), str(key_path)
         tls = TlsManager(

@@ -141,6 +141,7 @@ class KubeReviews:
     token_reviews: list[str] = field(default_factory=list)
     sars: list[dict[str, Any]] = field(default_factory=list)
     patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     url: str = ""
 
 
@@ -176,7 +177,32 @@ async def kube(aiohttp_server: Any) -> KubeReviews:
             }
         )
 
+    def not_found(what: str) -> web.Response:
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": f"{what} not found",
+            "reason": "NotFound",
+            "code": 404,
+        }
+        return web.json_response(status, status=404)
+
+    async def get_secret(request: web.Request) -> web.Response:
+        key = (request.match_info["ns"], request.match_info["name"])
+        return (
+            web.json_response(state.secrets[key]) if key in state.secrets else not_found(f"secret {key[1]}")
+        )
+
+    async def create_secret(request: web.Request) -> web.Response:
+        body = await request.json()
+        state.secrets[(request.match_info["ns"], body["metadata"]["name"])] = body
+        return web.json_response(body, status=201)
+
     app = web.Application()
+    app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", get_secret)
+    app.router.add_post("/api/v1/namespaces/{ns}/secrets", create_secret)
     app.router.add_patch("/apis/apiregistration.k8s.io/v1/apiservices/{name}", patch_apiservice)
     app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", token_review)
     app.router.add_post("/apis/authorization.k8s.io/v1/subjectaccessreviews", sar)

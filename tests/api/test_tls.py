@@ -197,5 +197,8 @@ async def test_apiservice_ca_injection(start, tmp_path, kube: KubeReviews):
         _name, ctype, body = kube.patches[0]
         assert ctype == "application/merge-patch+json"
         assert base64.b64decode(body["spec"]["caBundle"]) == api.runner.ca_bundle
+        # the CA is the one every replica shares, kept in a Secret in the server's namespace
+        shared = kube.secrets[("keptn-system", "keptn-metrics-serving-ca")]
+        assert base64.b64decode(shared["data"]["ca.crt"]) == api.runner.ca_bundle
     finally:
         await api_client.close()

@@ -307,52 +307,29 @@ class MetricsApi:
         return names[: self.discovery_limit]
 
     def custom_discovery(self, version: str) -> web.Response:
-        key = f"custom/{version}"
+        return self._discovery_answer(CUSTOM_GROUP, version, f"{RESOURCE}/", "MetricValueList")
+
+    def external_discovery(self, version: str) -> web.Response:
+        return self._discovery_answer(EXTERNAL_GROUP, version, "", "ExternalMetricValueList")
+
+    def _discovery_answer(self, group: str, version: str, prefix: str, kind: str) -> web.Response:
+        """An APIResourceList of KeptnMetric names, cached until a metric is added or removed."""
+        key = f"{group}/{version}"
         body = self._discovery.get(key)
         if body is None:
             names = self._names() or ["*"]  # never empty: "*" stands for any KeptnMetric name
             resources = [
                 {
-                    "name": f"{RESOURCE}/{n}",
+                    "name": f"{prefix}{n}",
                     "singularName": "",
                     "namespaced": True,
-                    "kind": "MetricValueList",
+                    "kind": kind,
                     "verbs": ["get"],
                 }
                 for n in names
             ]
             body = self._discovery[key] = orjson.dumps(
-                {
-                    "kind": "APIResourceList",
-                    "apiVersion": "v1",
-                    "groupVersion": f"{CUSTOM_GROUP}/{version}",
-                    "resources": resources,
-                }
-            )
-        return bytes_response(body)
-
-    def external_discovery(self, version: str) -> web.Response:
-        key = f"external/{version}"
-        body = self._discovery.get(key)
-        if body is None:
-            names = self._names() or ["*"]
-            resources = [
-                {
-                    "name": n,
-                    "singularName": "",
-                    "namespaced": True,
-                    "kind": "ExternalMetricValueList",
-                    "verbs": ["get"],
-                }
-                for n in names
-            ]
-            body = self._discovery[key] = orjson.dumps(
-                {
-                    "kind": "APIResourceList",
-                    "apiVersion": "v1",
-                    "groupVersion": f"{EXTERNAL_GROUP}/{version}",
-                    "resources": resources,
-                }
+                {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": key, "resources": resources}
             )
         return bytes_response(body)
 

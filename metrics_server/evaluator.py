@@ -364,6 +364,7 @@ class Evaluator:
         state.value_text = format_value(outcome.value)
         state.raw = outcome.raw
         state.last_success = outcome.fetched_at
+        state.staleness_grace = 0.0  # our own fetch: no status-refresh lag to allow for
         state.error = ""
         self._append_interval_result(state, metric, state.value_text, "")
 

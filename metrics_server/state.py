@@ -88,6 +88,9 @@ class MetricState:
     consecutive_failures: int = 0
     interval_results: deque[IntervalResult] = field(default_factory=deque)
     labels: dict[str, str] = field(default_factory=dict)
+    #: extra age allowed for a value adopted from a written status: the leader refreshes an
+    #: unchanged status's lastUpdated only every --status-refresh-interval (0 for own fetches)
+    staleness_grace: float = 0.0
 
     def age(self, now: float) -> float | None:
         return None if self.last_success is None else max(0.0, now - self.last_success)
@@ -129,6 +132,7 @@ def servable_value(
     if not math.isfinite(state.value):
         raise Unavailable(f"the value of {what} is not a finite number ({state.value})")
     bound = max_staleness if max_staleness is not None else STALENESS_FACTOR * state.fetch_interval
+    bound += state.staleness_grace
     age = now - state.last_success
     if age > bound:
         err = f": last error: {state.error}" if state.error else ""
@@ -144,9 +148,11 @@ ChangeListener = Callable[[MetricState | None, ObjectKey], None]
 class MetricStates:
     """The explicit cache of metric states, keyed by (namespace, name)."""
 
-    def __init__(self) -> None:
+    def __init__(self, follower_grace: float = 0.0) -> None:
         self._states: dict[ObjectKey, MetricState] = {}
         self._listeners: list[ChangeListener] = []
+        #: staleness grace for values adopted from status (see MetricState.staleness_grace)
+        self.follower_grace = follower_grace
 
     def __len__(self) -> int:
         return len(self._states)
@@ -198,6 +204,7 @@ class MetricStates:
                 number = math.nan
             if math.isfinite(number):
                 state.value, state.value_text, state.last_success = number, text, updated
+                state.staleness_grace = self.follower_grace
         raw = status.get("rawValue")
         if isinstance(raw, str):
             try:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -64,6 +65,22 @@ DEFAULT_LOGS_ENDPOINT = "https://api.loganalytics.io/v1"
 
 _REGION = re.compile(r"^[a-z][a-z0-9]+$")
 _AGG_SUFFIX = re.compile(r":(average|minimum|maximum|total|count)$", re.IGNORECASE)
+
+
+# azure-core logs every request and response (with headers) at INFO and azure-identity logs
+# each token exchange at INFO (WARNING when it fails): per-query noise that floods the server
+# log and breaks `keptn-metrics query`'s one-line error. Our ProviderError already says what
+# failed; the SDK's detail stays available with --log-level debug or a level set explicitly.
+SDK_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
+
+
+def quiet_sdk_logs() -> None:
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
 
 
 def grain(seconds: float) -> timedelta:
@@ -177,6 +194,7 @@ class AzureProvider(Provider):
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
+        quiet_sdk_logs()
         self.metrics_endpoint, self.logs_endpoint = endpoints(config.target_server)
         client_id = config.secret_text("AZURE_CLIENT_ID")
         client_secret = config.secret_text("AZURE_CLIENT_SECRET")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from metrics_server.http_server import MetricsPortApp
 from metrics_server.model import parse_metric
 from metrics_server.state import MetricStates
@@ -77,3 +79,41 @@ async def test_metric_gauges_disappear_with_the_metric(aiohttp_client: Any) -> N
     states.remove(next(iter(s.key for s in states.values())))
     text = await (await client.get("/metrics")).text()
     assert 'name="cpu"' not in text
+
+
+def test_standby_replicas_allow_for_the_leaders_status_refresh_interval() -> None:
+    """A standby serves from status; an unchanged value's lastUpdated moves only every refresh interval."""
+    from metrics_server.state import Unavailable, rfc3339, servable_value
+
+    metric = parse_metric(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetric",
+            "metadata": {"name": "cpu", "namespace": "apps"},
+            "spec": {"provider": {"name": "p"}, "query": "q", "fetchIntervalSeconds": 10},
+            "status": {"value": "4", "lastUpdated": rfc3339(time.time() - 50), "errMsg": ""},
+        }
+    )
+    leader_rule = MetricStates()
+    with pytest.raises(Unavailable, match="stale"):
+        servable_value(leader_rule.load_status(metric), "m", time.time(), None)  # 50 s > 3 x 10 s
+    standby = MetricStates(follower_grace=60)
+    assert servable_value(standby.load_status(metric), "m", time.time(), None)[0] == 4  # 50 s < 30 s + 60 s
+    old = parse_metric(
+        {**metric_doc_of(metric), "status": {"value": "4", "lastUpdated": rfc3339(time.time() - 95)}}
+    )
+    with pytest.raises(Unavailable, match="stale"):
+        servable_value(MetricStates(follower_grace=60).load_status(old), "m", time.time(), None)
+
+
+def metric_doc_of(metric: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "metrics.keptn.sh/v1",
+        "kind": "KeptnMetric",
+        "metadata": {"name": metric.meta.name, "namespace": metric.meta.namespace},
+        "spec": {
+            "provider": {"name": metric.provider_name},
+            "query": metric.query,
+            "fetchIntervalSeconds": metric.fetch_interval_seconds,
+        },
+    }

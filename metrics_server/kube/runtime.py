@@ -55,6 +55,8 @@ class KubernetesRuntime:
         )
         self.services = Services(args, self.store, kubernetes_mode=True, sink=self.writer)
         self.states = self.services.states
+        # standby replicas serve from status, whose unchanged lastUpdated moves only every refresh interval
+        self.states.follower_grace = self.writer.refresh_interval
         self.evaluator = self.services.evaluator
         self.leading = False
         self.elector: LeaderElector | None = None

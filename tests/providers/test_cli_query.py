@@ -331,6 +331,8 @@ async def test_http(aiohttp_server: Any, tmp_path: Path) -> None:
 # --- Amazon CloudWatch (moto server) -----------------------------------------------------------------
 
 needs_aws = pytest.mark.skipif(cw is None, reason="needs the [aws] extra and moto")
+CW_NAMESPACE = "CLI/Web"
+CW_REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +340,10 @@ def moto_now() -> Iterator[str]:
     """A moto server as test_cloudwatch starts it, seeded relative to *now*.
 
     The CLI always asks for windows ending now, so the data must be fresh when this module
-    runs (test_cloudwatch's data is dated at its import): App/Web/Latency{Service=api} is
-    0..9, one a minute, 9 a minute ago.
+    runs (test_cloudwatch's data is dated at its import): CLI/Web/Latency{Service=api} is
+    0..9, one a minute, 9 a minute ago. moto keeps one in-process backend per region for
+    every server (and ignores the namespace when dimensions are given), so this data lives
+    in its own region, apart from test_cloudwatch's us-east-1 data.
     """
     server = cw.moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -348,13 +352,13 @@ def moto_now() -> Iterator[str]:
     client = cw.boto3.client(
         "cloudwatch",
         endpoint_url=url,
-        region_name="us-east-1",
+        region_name=CW_REGION,
         aws_access_key_id=cw.KEY_ID,
         aws_secret_access_key=cw.SECRET,
     )
     newest = int(time.time()) // 60 * 60 - 60
     client.put_metric_data(
-        Namespace="App/Web",
+        Namespace=CW_NAMESPACE,
         MetricData=[
             {
                 "MetricName": "Latency",
@@ -371,7 +375,7 @@ def moto_now() -> Iterator[str]:
 
 @needs_aws
 async def test_cloudwatch(moto_now: str, tmp_path: Path) -> None:
-    creds = {"AWS_ACCESS_KEY_ID": cw.KEY_ID, "AWS_SECRET_ACCESS_KEY": cw.SECRET}
+    creds = {"AWS_ACCESS_KEY_ID": cw.KEY_ID, "AWS_SECRET_ACCESS_KEY": cw.SECRET, "AWS_REGION": CW_REGION}
     base = [
         "--provider-type",
         "cloudwatch",
@@ -380,12 +384,13 @@ async def test_cloudwatch(moto_now: str, tmp_path: Path) -> None:
         "--secret-file",
         secret_file(tmp_path, creds),
     ]
-    maximum = "App/Web/Latency{Service=api}:Maximum"
+    average = f"{CW_NAMESPACE}/Latency{{Service=api}}:Average"
+    maximum = f"{CW_NAMESPACE}/Latency{{Service=api}}:Maximum"
     instant, whole, stepped, empty = await asyncio.gather(
-        keptn_query(*base, cw.QUERY),
-        keptn_query(*base, "--interval", "20m", "-o", "json", cw.QUERY),
+        keptn_query(*base, average),
+        keptn_query(*base, "--interval", "20m", "-o", "json", average),
         keptn_query(*base, "--interval", "20m", "--step", "2m", "--aggregation", "max", maximum),
-        keptn_query(*base, "App/Web/Latency{Service=nothing}:Average"),
+        keptn_query(*base, f"{CW_NAMESPACE}/Latency{{Service=nothing}}:Average"),
     )
     assert value_of(instant) == "9"
     assert json_value_of(whole)["value"] == "4.5"  # Average over all ten points, one period

@@ -85,6 +85,13 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--max-backoff", type=float, default=300.0, help="cap of the retry delay after errors (seconds)"
     )
+    p.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=None,
+        help="seconds between /readyz turning false and closing listeners on SIGTERM (default 2 in "
+        "Kubernetes mode, 0 in local mode)",
+    )
     p.set_defaults(func=_cmd_serve)
 
 

@@ -24,7 +24,6 @@ from cachetools import TTLCache
 from metrics_server import selfmetrics
 from metrics_server.fetch import FetchOutcome, ProviderPool, outcome_of, query_once
 from metrics_server.model import KeptnMetric, KeptnMetricsProvider, ObjectKey, Secret
-from metrics_server.redact import redact
 from metrics_server.state import IntervalResult, MetricState, MetricStates, format_value
 from metrics_server.status_sink import StatusSink
 from metrics_server.store.base import EventType, Store, StoreEvent
@@ -341,12 +340,9 @@ class Evaluator:
             if exc.auth and provider.secret_key_ref is not None:
                 self.store.invalidate_secret(ObjectKey(provider.meta.namespace, provider.secret_key_ref.name))
                 await self.pool.invalidate(provider.key)
-            error = ProviderError(
-                redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable
-            )
-            future.set_exception(error)
+            future.set_exception(exc)  # query_once already redacted the provider's message
             future.exception()  # mark retrieved: nobody may be waiting
-            raise error from None
+            raise
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else ProviderError("fetch cancelled"))
             future.exception()

@@ -28,7 +28,7 @@ from metrics_server.controller.scoring import ObjectiveValue
 from metrics_server.controller.template import TemplateError, render
 from metrics_server.fetch import ProviderPool, fetch_once
 from metrics_server.model import KeptnMetricsProvider, MetricRange, ObjectKey
-from metrics_server.state import format_value
+from metrics_server.state import format_value, rfc3339
 from providers import ProviderError
 
 INSTANT_ONLY_TYPES = frozenset({"openmetrics"})
@@ -36,10 +36,6 @@ INSTANT_TOLERANCE = 300.0
 
 TemplateLookup = Callable[[ObjectKey], AnalysisValueTemplate | None]
 ProviderLookup = Callable[[ObjectKey], KeptnMetricsProvider | None]
-
-
-def rfc3339(ts: float) -> str:
-    return dt.datetime.fromtimestamp(int(ts), tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def go_time_string(ts: float) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metrics_server.controller.analysis import collect_values, rfc3339, stored_values
+from metrics_server.controller.analysis import collect_values, stored_values
 from metrics_server.controller.evaluation import (
     FAILED,
     SUCCEEDED,
@@ -34,6 +34,7 @@ from metrics_server.controller.model import KeptnEvaluationDefinition, Lifecycle
 from metrics_server.controller.scoring import AnalysisResult, ObjectiveValue, score_analysis
 from metrics_server.durations import DurationError, parse_duration
 from metrics_server.model import ObjectKey
+from metrics_server.state import rfc3339
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 

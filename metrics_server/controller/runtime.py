@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from metrics_server.controller.analysis import collect_values, rfc3339, stored_values, values_from_status
+from metrics_server.controller.analysis import collect_values, stored_values, values_from_status
 from metrics_server.controller.evaluation import (
     FAILED,
     PENDING,
@@ -68,7 +67,7 @@ from metrics_server.fetch import ProviderPool
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
 from metrics_server.kube.informer import Informer
 from metrics_server.model import ObjectKey, ValidationError
-from metrics_server.state import MetricStates, parse_rfc3339
+from metrics_server.state import MetricStates, parse_rfc3339, rfc3339
 from metrics_server.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -316,7 +315,7 @@ class LifecycleController:
     async def event(self, obj: JSON, kind: str, event_type: str, reason: str, message: str) -> None:
         md = obj.get("metadata") or {}
         ns, name = md.get("namespace", "default"), md.get("name", "")
-        stamp = dt.datetime.fromtimestamp(self.clock.now(), tz=dt.UTC)
+        stamp = rfc3339(self.clock.now())
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -335,8 +334,8 @@ class LifecycleController:
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": os.environ.get("POD_NAME") or os.environ.get("HOSTNAME", COMPONENT),
-            "firstTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
             "count": 1,
         }
         try:

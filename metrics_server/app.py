@@ -62,33 +62,25 @@ class Services:
 
     async def start(self) -> None:
         self._evaluator_task = asyncio.get_running_loop().create_task(self.evaluator.run())
-        app = self.metrics_port.build()
         if getattr(self.args, "keda_auth", False):
-            app = await self._with_keda_auth(app)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+            # upstream's KEDA endpoint is open; --keda-auth puts TokenReview + SAR in front of it
+            from apiservice.server import keda_auth_middleware_for
+
+            middleware = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
+            self.metrics_port.middlewares.append(middleware)
+        self._runner = web.AppRunner(self.metrics_port.build(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.args.bind_address, self.args.metrics_port)
         await site.start()
         log.info("metrics port listening on http://%s:%s", self.args.bind_address, self.args.metrics_port)
         self._api = await self._start_api()
 
-    async def _with_keda_auth(self, app: web.Application) -> web.Application:
-        """Upstream's KEDA endpoint is open; `--keda-auth` puts TokenReview + SAR in front of it."""
-        from apiservice.server import keda_auth_middleware_for
-
-        middleware = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
-        self.metrics_port.middlewares.append(middleware)
-        return self.metrics_port.build()
-
     async def _start_api(self) -> Any:
-        if getattr(self.args, "secure_port", 0) in (0, None):
-            return None
-        try:
-            from apiservice.flags import ApiOptions
-            from apiservice.server import start_api
-        except ImportError:
-            log.warning("aggregated API not available in this build")
-            return None
+        if not getattr(self.args, "secure_port", 0):
+            return None  # --secure-port 0: metrics port only
+        from apiservice.flags import ApiOptions
+        from apiservice.server import start_api
+
         options = ApiOptions.from_args(self.args, kubernetes_mode=self.kubernetes_mode)
         return await start_api(
             self.store, self.states, options, auth_source=self.auth_source, api_client=self.kube_api

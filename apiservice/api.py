@@ -30,7 +30,7 @@ from apiservice.selectors import Selector, SelectorError, parse_selector
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError, bytes_response, error_response, status_response
 from metrics_server.model import KeptnMetric, ObjectKey
-from metrics_server.state import MetricStates, Unavailable, rfc3339, servable_value
+from metrics_server.state import STALENESS_FACTOR, MetricStates, Unavailable, rfc3339, servable_value
 from metrics_server.store.base import EventType, Store, StoreEvent
 
 CUSTOM_GROUP = "custom.metrics.k8s.io"
@@ -345,10 +345,10 @@ class MetricsApi:
     def serve_value(self, metric: KeptnMetric) -> Served:
         """The metric's value as a Quantity if it may be served now; ApiError(503) otherwise."""
         value, fetched = self.fresh_value(metric)
-        what = f"KeptnMetric {metric.meta.namespace}/{metric.meta.name}"
         try:
             quantity = _quantity(value)
         except QuantityError as exc:
+            what = f"KeptnMetric {metric.meta.namespace}/{metric.meta.name}"
             raise ApiError(503, f"the value of {what} cannot be served: {exc}") from None
         window = None
         if metric.range is not None:
@@ -444,10 +444,13 @@ class MetricsApi:
             and state.value is not None
             and state.last_success is not None
         ):
-            bound = self.max_staleness if self.max_staleness is not None else 3 * state.fetch_interval
+            # valid as long as servable_value would serve it: the same bound, grace included
+            bound = self.max_staleness
+            if bound is None:
+                bound = STALENESS_FACTOR * state.fetch_interval
             if len(self._bodies) >= 4096:
                 self._bodies.clear()
-            until = state.last_success + bound
+            until = state.last_success + bound + state.staleness_grace
             self._bodies[raw] = (obj.key, obj, state, state.value, state.last_success, until, body)
         return response
 

@@ -90,6 +90,18 @@ def _seconds(value: float) -> str:
     return f"{max(1, round(value))}s"
 
 
+async def _first_pages(pager: Any, field: str) -> list[Any]:
+    """The items under `field` of at most MAX_PAGES pages of a google-api-core async pager."""
+    items: list[Any] = []
+    pages = 0
+    async for page in pager.pages:
+        items.extend(getattr(page, field))
+        pages += 1
+        if pages >= MAX_PAGES:
+            break
+    return items
+
+
 def build_list_request(
     query: str, project: str, window: Window, now: float
 ) -> monitoring_v3.ListTimeSeriesRequest:
@@ -243,15 +255,8 @@ class GoogleProvider(Provider):
 
     async def _list(self, request: monitoring_v3.ListTimeSeriesRequest) -> QueryResult:
         metrics, _ = await self._clients()
-        series: list[monitoring_v3.TimeSeries] = []
         pager = await metrics.list_time_series(request=request, retry=None, timeout=self.config.timeout)
-        pages = 0
-        async for page in pager.pages:
-            series.extend(page.time_series)
-            pages += 1
-            if pages >= MAX_PAGES:
-                break
-        with_points = [s for s in series if s.points]
+        with_points = [s for s in await _first_pages(pager, "time_series") if s.points]
         if not with_points:
             raise ProviderError("google query returned no time series with points in the window")
         if len(with_points) > 1:
@@ -273,15 +278,8 @@ class GoogleProvider(Provider):
             mql += f" | every {_seconds(window.step_seconds)}"
         _, client = await self._clients()
         request = monitoring_v3.QueryTimeSeriesRequest(name=f"projects/{self.project}", query=mql)
-        data: list[monitoring_v3.TimeSeriesData] = []
         pager = await client.query_time_series(request=request, retry=None, timeout=self.config.timeout)
-        pages = 0
-        async for page in pager.pages:
-            data.extend(page.time_series_data)
-            pages += 1
-            if pages >= MAX_PAGES:
-                break
-        with_points = [d for d in data if d.point_data]
+        with_points = [d for d in await _first_pages(pager, "time_series_data") if d.point_data]
         if not with_points:
             raise ProviderError("google mql query returned no points")
         if len(with_points) > 1:

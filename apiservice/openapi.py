@@ -117,31 +117,28 @@ def _definitions() -> dict[str, Any]:
         },
     }
     for version in ("v1beta2", "v1beta1"):
-        defs[f"{_CM}.{version}.MetricValueList"] = {
-            "type": "object",
-            "required": ["items"],
-            "properties": {
-                "kind": {"type": "string"},
-                "apiVersion": {"type": "string"},
-                "metadata": _ref(f"{_META}.ListMeta"),
-                "items": {"type": "array", "items": _ref(f"{_CM}.{version}.MetricValue")},
-            },
-            "x-kubernetes-group-version-kind": _gvk("custom.metrics.k8s.io", version, "MetricValueList"),
-        }
-    defs[f"{_EM}.v1beta1.ExternalMetricValueList"] = {
+        defs[f"{_CM}.{version}.MetricValueList"] = _value_list(
+            _CM, "custom.metrics.k8s.io", version, "MetricValue"
+        )
+    defs[f"{_EM}.v1beta1.ExternalMetricValueList"] = _value_list(
+        _EM, "external.metrics.k8s.io", "v1beta1", "ExternalMetricValue"
+    )
+    return defs
+
+
+def _value_list(package: str, group: str, version: str, item_kind: str) -> dict[str, Any]:
+    """The `{item_kind}List` definition: kind, apiVersion, metadata and items of `item_kind`."""
+    return {
         "type": "object",
         "required": ["items"],
         "properties": {
             "kind": {"type": "string"},
             "apiVersion": {"type": "string"},
             "metadata": _ref(f"{_META}.ListMeta"),
-            "items": {"type": "array", "items": _ref(f"{_EM}.v1beta1.ExternalMetricValue")},
+            "items": {"type": "array", "items": _ref(f"{package}.{version}.{item_kind}")},
         },
-        "x-kubernetes-group-version-kind": _gvk(
-            "external.metrics.k8s.io", "v1beta1", "ExternalMetricValueList"
-        ),
+        "x-kubernetes-group-version-kind": _gvk(group, version, f"{item_kind}List"),
     }
-    return defs
 
 
 def _param(name: str, where: str = "path", description: str = "") -> dict[str, Any]:

@@ -24,7 +24,14 @@ from metrics_server.controller.targets import (
 )
 from metrics_server.controller.template import TemplateError, placeholders
 from metrics_server.durations import DurationError, parse_duration
-from metrics_server.model import ObjectKey, ObjectMeta, ValidationError, parse_meta
+from metrics_server.model import (
+    ObjectKey,
+    ObjectMeta,
+    ValidationError,
+    _expect_map,
+    _split_api_version,
+    parse_meta,
+)
 
 LIFECYCLE_GROUP = "lifecycle.keptn.sh"
 LIFECYCLE_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
@@ -185,22 +192,11 @@ def _ref_name(doc: Mapping[str, Any], default_namespace: str) -> str:
     return f"{doc.get('kind', '?')} {ns}/{name}"
 
 
-def _map(value: Any, obj: str, path: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValidationError(obj, path, f"must be an object, got {type(value).__name__}")
-    return value
-
-
 def _check_version(doc: Mapping[str, Any], obj: str, group: str, versions: tuple[str, ...]) -> None:
-    api_version = doc.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version:
-        raise ValidationError(obj, "apiVersion", "is required")
-    g, _, v = api_version.rpartition("/")
+    g, v = _split_api_version(doc, obj)
     if g != group or v not in versions:
         served = ", ".join(f"{group}/{x}" for x in versions)
-        raise ValidationError(obj, "apiVersion", f"{api_version!r} is not served (use one of {served})")
+        raise ValidationError(obj, "apiVersion", f"{doc['apiVersion']!r} is not served (use one of {served})")
 
 
 def _string(value: Any, obj: str, path: str, required: bool = False) -> str:
@@ -214,7 +210,7 @@ def _string(value: Any, obj: str, path: str, required: bool = False) -> str:
 
 
 def _object_ref(value: Any, obj: str, path: str) -> ObjectRef:
-    raw = _map(value, obj, path)
+    raw = _expect_map(value, obj, path)
     if not raw:
         raise ValidationError(obj, path, "is required")
     return ObjectRef(
@@ -223,12 +219,17 @@ def _object_ref(value: Any, obj: str, path: str) -> ObjectRef:
     )
 
 
+def _non_negative_int(value: Any, default: int, obj: str, path: str) -> int:
+    """`value` (absent or null: `default`) if it is an integer >= 0."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(obj, path, f"must be a non-negative integer, got {value!r}")
+    return value
+
+
 def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
-    retries = spec.get("retries", DEFAULT_RETRIES)
-    if retries is None:
-        retries = DEFAULT_RETRIES
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValidationError(obj, "spec.retries", f"must be a non-negative integer, got {retries!r}")
+    retries = _non_negative_int(spec.get("retries"), DEFAULT_RETRIES, obj, "spec.retries")
     interval = spec.get("retryInterval") or DEFAULT_RETRY_INTERVAL
     if not isinstance(interval, str):
         raise ValidationError(obj, "spec.retryInterval", "must be a Go duration string such as 5s")
@@ -247,7 +248,7 @@ def parse_evaluation_definition(
     obj = _ref_name(doc, default_namespace)
     _check_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _map(doc.get("spec"), obj, "spec")
+    spec = _expect_map(doc.get("spec"), obj, "spec")
     raw_objectives = spec.get("objectives")
     if not isinstance(raw_objectives, list):
         raise ValidationError(
@@ -256,7 +257,7 @@ def parse_evaluation_definition(
     objectives = []
     for i, item in enumerate(raw_objectives):
         path = f"spec.objectives[{i}]"
-        item = _map(item, obj, path)
+        item = _expect_map(item, obj, path)
         ref = _object_ref(item.get("keptnMetricRef"), obj, f"{path}.keptnMetricRef")
         try:
             target = parse_evaluation_target(item.get("evaluationTarget"))
@@ -271,7 +272,7 @@ def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default")
     obj = _ref_name(doc, default_namespace)
     _check_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _map(doc.get("spec"), obj, "spec")
+    spec = _expect_map(doc.get("spec"), obj, "spec")
     retries, interval = _retries(spec, obj)
     return KeptnEvaluation(
         meta=meta,
@@ -285,7 +286,7 @@ def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default")
         check_type=_string(spec.get("checkType"), obj, "spec.checkType"),
         retries=retries,
         retry_interval=interval,
-        status=dict(_map(doc.get("status"), obj, "status")),
+        status=dict(_expect_map(doc.get("status"), obj, "status")),
     )
 
 
@@ -293,7 +294,7 @@ def parse_value_template(doc: Mapping[str, Any], default_namespace: str = "defau
     obj = _ref_name(doc, default_namespace)
     _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _map(doc.get("spec"), obj, "spec")
+    spec = _expect_map(doc.get("spec"), obj, "spec")
     query = _string(spec.get("query"), obj, "spec.query", required=True)
     try:
         placeholders(query)
@@ -318,7 +319,7 @@ def parse_analysis_definition(
     obj = _ref_name(doc, default_namespace)
     _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _map(doc.get("spec"), obj, "spec")
+    spec = _expect_map(doc.get("spec"), obj, "spec")
     raw_objectives = spec.get("objectives") or []
     if not isinstance(raw_objectives, list):
         raise ValidationError(obj, "spec.objectives", "must be a list")
@@ -326,10 +327,11 @@ def parse_analysis_definition(
     seen: set[str] = set()
     for i, item in enumerate(raw_objectives):
         path = f"spec.objectives[{i}]"
-        item = _map(item, obj, path)
+        item = _expect_map(item, obj, path)
         ref = _object_ref(item.get("analysisValueTemplateRef"), obj, f"{path}.analysisValueTemplateRef")
-        target = _map(item.get("target"), obj, f"{path}.target")
+        target = _expect_map(item.get("target"), obj, f"{path}.target")
         ops: dict[str, AnalysisOperator | None] = {}
+        raw_target: dict[str, Any] = {}
         for kind in ("failure", "warning"):
             raw_op = target.get(kind)
             if raw_op is None:
@@ -339,18 +341,11 @@ def parse_analysis_definition(
                 ops[kind] = parse_analysis_operator(raw_op, f"{path}.target.{kind}")
             except TargetError as exc:
                 raise ValidationError(obj, f"{path}.target.{kind}", str(exc)) from None
-        weight = item.get("weight", 1)
-        if weight is None:
-            weight = 1
-        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-            raise ValidationError(obj, f"{path}.weight", f"must be a non-negative integer, got {weight!r}")
+            raw_target[kind] = _canonical_operator(raw_op)
+        weight = _non_negative_int(item.get("weight"), 1, obj, f"{path}.weight")
         key_objective = item.get("keyObjective", False)
         if not isinstance(key_objective, bool):
             raise ValidationError(obj, f"{path}.keyObjective", "must be a boolean")
-        raw_target: dict[str, Any] = {}
-        for kind in ("failure", "warning"):
-            if target.get(kind) is not None:
-                raw_target[kind] = _canonical_operator(target[kind])
         raw: dict[str, Any] = {
             "analysisValueTemplateRef": ref.to_json(),
             "target": raw_target,
@@ -365,7 +360,7 @@ def parse_analysis_definition(
             )
         seen.add(objective.stored_key)
         objectives.append(objective)
-    total = _map(spec.get("totalScore"), obj, "spec.totalScore")
+    total = _expect_map(spec.get("totalScore"), obj, "spec.totalScore")
     if not total:
         raise ValidationError(obj, "spec.totalScore", "is required (passPercentage and warningPercentage)")
     percentages = {}
@@ -406,9 +401,9 @@ def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -
     obj = _ref_name(doc, default_namespace)
     _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _map(doc.get("spec"), obj, "spec")
+    spec = _expect_map(doc.get("spec"), obj, "spec")
     definition = _object_ref(spec.get("analysisDefinition"), obj, "spec.analysisDefinition")
-    tf = _map(spec.get("timeframe"), obj, "spec.timeframe")
+    tf = _expect_map(spec.get("timeframe"), obj, "spec.timeframe")
     has_recent = tf.get("recent") not in (None, "")
     has_from, has_to = tf.get("from") not in (None, ""), tf.get("to") not in (None, "")
     if (has_recent and (has_from or has_to)) or (not has_recent and not (has_from and has_to)):
@@ -428,13 +423,13 @@ def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -
         if not start < end:
             raise ValidationError(obj, "spec.timeframe", "from must be before to")
         timeframe = Timeframe(start=start, end=end)
-    args_raw = _map(spec.get("args"), obj, "spec.args")
+    args_raw = _expect_map(spec.get("args"), obj, "spec.args")
     args = {}
     for k, v in args_raw.items():
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise ValidationError(obj, f"spec.args.{k}", "must be a string")
         args[str(k)] = str(v)
-    return Analysis(meta, definition, timeframe, args, dict(_map(doc.get("status"), obj, "status")))
+    return Analysis(meta, definition, timeframe, args, dict(_expect_map(doc.get("status"), obj, "status")))
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], LifecycleResource]] = {

@@ -34,9 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +48,7 @@ from azure.monitor.query.aio import LogsQueryClient
 from azure.monitor.querymetrics.aio import MetricsClient
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.sdkutil import CAFile, scrub
 
 INSTANT_LOOKBACK_SECONDS = 600
 GRAINS = (60, 300, 900, 1800, 3600, 21600, 43200, 86400)
@@ -209,7 +208,7 @@ class AzureProvider(Provider):
         self._credential: Any = None
         self._metrics: MetricsClient | None = None
         self._logs: LogsQueryClient | None = None
-        self._ca_file: str | None = None
+        self._ca_file = CAFile("keptn-az-ca-")
 
     def _transport_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -221,12 +220,7 @@ class AzureProvider(Provider):
         if self.config.insecure_skip_tls_verify:
             kwargs["connection_verify"] = False
         elif ca:
-            if self._ca_file is None:
-                fd, path = tempfile.mkstemp(prefix="keptn-az-ca-", suffix=".pem")
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(ca)
-                self._ca_file = path
-            kwargs["connection_verify"] = self._ca_file
+            kwargs["connection_verify"] = self._ca_file.get(ca)
         return kwargs
 
     def _get_credential(self) -> Any:
@@ -268,10 +262,7 @@ class AzureProvider(Provider):
             return self._logs
 
     def _scrub(self, text: str) -> str:
-        text = " ".join(str(text).split())[:300]
-        for secret in self.config.secret_values():
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self.config.secret_values())
 
     def _error(self, exc: BaseException) -> ProviderError:
         if isinstance(
@@ -469,10 +460,7 @@ class AzureProvider(Provider):
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.close()
-        if self._ca_file:
-            with contextlib.suppress(OSError):
-                os.unlink(self._ca_file)
-            self._ca_file = None
+        self._ca_file.remove()
 
 
 def create(config: ProviderConfig) -> Provider:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -48,6 +46,7 @@ from providers.base import (
     Window,
     finite,
 )
+from providers.sdkutil import CAFile, scrub
 
 INSTANT_LOOKBACK_SECONDS = 600
 DEFAULT_PERIOD = 60
@@ -187,11 +186,10 @@ class CloudWatchProvider(Provider):
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.region, self.endpoint = region_and_endpoint(config)
-        self._secrets = [s for s in config.secret_values() if s]
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._lock = asyncio.Lock()
-        self._ca_file: str | None = None
+        self._ca_file = CAFile("keptn-cw-ca-")
         key_id = config.secret_text("AWS_ACCESS_KEY_ID")
         secret = config.secret_text("AWS_SECRET_ACCESS_KEY")
         if bool(key_id) != bool(secret):
@@ -215,12 +213,7 @@ class CloudWatchProvider(Provider):
         ca = self.config.secret.get("ca.crt")
         if not ca:
             return None
-        if self._ca_file is None:
-            fd, path = tempfile.mkstemp(prefix="keptn-cw-ca-", suffix=".pem")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(ca)
-            self._ca_file = path
-        return self._ca_file
+        return self._ca_file.get(ca)
 
     async def _get_client(self) -> Any:
         async with self._lock:
@@ -246,10 +239,7 @@ class CloudWatchProvider(Provider):
             return self._client
 
     def _scrub(self, text: str) -> str:
-        text = " ".join(str(text).split())[:300]
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return scrub(text, self.config.secret_values())
 
     def _error(self, exc: BaseException) -> ProviderError:
         where = self._where()
@@ -366,10 +356,7 @@ class CloudWatchProvider(Provider):
             self._client = None
             await self._stack.aclose()
             self._stack = contextlib.AsyncExitStack()
-        if self._ca_file:
-            with contextlib.suppress(OSError):
-                os.unlink(self._ca_file)
-            self._ca_file = None
+        self._ca_file.remove()
 
 
 def create(config: ProviderConfig) -> Provider:

@@ -44,6 +44,7 @@ from google.cloud.monitoring_v3.services.query_service.transports import QuerySe
 from google.oauth2 import service_account
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.sdkutil import scrub
 
 INSTANT_LOOKBACK_SECONDS = 600
 DEFAULT_HOST = "monitoring.googleapis.com"
@@ -227,9 +228,7 @@ class GoogleProvider(Provider):
                 f"{where}: Google credentials were rejected ({type(exc).__name__})", auth=True
             )
         if isinstance(exc, gexc.GoogleAPICallError):
-            message = " ".join(str(exc.message or "").split())[:300]
-            for secret in self.config.secret_values():
-                message = message.replace(secret, "***")
+            message = scrub(exc.message or "", self.config.secret_values())
             code = exc.grpc_status_code.name if exc.grpc_status_code is not None else str(exc.code)
             return ProviderError(
                 f"{where}: Cloud Monitoring answered {code}" + (f": {message}" if message else ""),

@@ -1,0 +1,38 @@
+"""Helpers shared by the providers built on a vendor SDK (cloudwatch, azure, google)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """An SDK's message on one line, at most 300 characters, with every secret value as ***."""
+    text = " ".join(str(text).split())[:300]
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class CAFile:
+    """The Secret's `ca.crt` as a file, for SDKs that only take a path: written once, removed on close."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.path: str | None = None
+
+    def get(self, pem: bytes) -> str:
+        if self.path is None:
+            fd, path = tempfile.mkstemp(prefix=self.prefix, suffix=".pem")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+            self.path = path
+        return self.path
+
+    def remove(self) -> None:
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None

@@ -14,15 +14,12 @@ from typing import Any
 
 from metrics_server.controller.model import EvaluationObjective, KeptnEvaluationDefinition
 from metrics_server.model import KeptnMetric, ObjectKey
-from metrics_server.state import MetricState, format_value, parse_rfc3339
+from metrics_server.state import STALENESS_FACTOR, MetricState, format_value, parse_rfc3339
 
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 PROGRESSING = "Progressing"
 PENDING = "Pending"
-
-DEFAULT_STALENESS_FACTOR = 3.0
-
 
 @dataclass(frozen=True)
 class MetricReading:
@@ -45,7 +42,7 @@ def _stale(key: ObjectKey, text: str, age: float, interval: float, factor: float
 
 
 def reading_from_status(
-    metric: KeptnMetric, now: float, staleness_factor: float = DEFAULT_STALENESS_FACTOR
+    metric: KeptnMetric, now: float, staleness_factor: float = STALENESS_FACTOR
 ) -> MetricReading:
     """The value written in `KeptnMetric.status` (value, lastUpdated, errMsg)."""
     status: Mapping[str, Any] = metric.status or {}
@@ -77,7 +74,7 @@ def reading_from_status(
 
 
 def reading_from_state(
-    state: MetricState, now: float, staleness_factor: float = DEFAULT_STALENESS_FACTOR
+    state: MetricState, now: float, staleness_factor: float = STALENESS_FACTOR
 ) -> MetricReading:
     """The evaluator's own cache (the leader's fresher copy of the same status)."""
     if state.error:

@@ -14,7 +14,7 @@ class ControllerOptions:
 
     enabled: bool = True
     server_namespace: str = "keptn-system"
-    staleness_factor: float = 3.0
+    staleness_factor: float = STALENESS_FACTOR
     analysis_max_retries: int = 10
     analysis_retry_interval: float = 10.0
     analysis_max_retry_interval: float = 300.0

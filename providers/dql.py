@@ -33,14 +33,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
 from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, finite, parse_number
-from providers.httpclient import HTTPProvider, duration_text, window_bounds
+from providers.httpclient import HTTPProvider, duration_text, iso_time, window_bounds
 
 QUERY_PATH = "/platform/storage/query/v1/query:"
 DEFAULT_AUTH_URL = "https://sso.dynatrace.com/sso/oauth2/token"
@@ -86,10 +86,6 @@ def with_interval(query: str, step_seconds: float) -> str:
         return query
     spacer = " " if tail else ""
     return f"{head.rstrip()}, interval: {duration_text(step_seconds)}{spacer}{tail}"
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _parse_time(text: Any) -> float | None:
@@ -267,8 +263,8 @@ class DQLProvider(HTTPProvider):
             "requestTimeoutMilliseconds": max(1, min(1000, int(self.config.timeout * 500))),
         }
         if not window.is_instant:
-            payload["defaultTimeframeStart"] = _rfc3339(start)
-            payload["defaultTimeframeEnd"] = _rfc3339(end)
+            payload["defaultTimeframeStart"] = iso_time(start)
+            payload["defaultTimeframeEnd"] = iso_time(end)
         deadline = time.monotonic() + self.config.timeout
         url = base + QUERY_PATH + "execute"
         status, body = await self._api("POST", url, json=payload)

@@ -30,7 +30,6 @@ or basic auth when the Secret has `user` (or `username`) and `password` and
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +38,7 @@ import orjson
 
 from providers import jsonpath
 from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, duration_text, window_bounds
+from providers.httpclient import HTTPProvider, duration_text, iso_time, window_bounds
 
 DEFAULT_RANGE = 1800.0
 DEFAULT_TIME_FIELD = "@timestamp"
@@ -70,10 +69,6 @@ SEARCH_KEYS = frozenset(
         "suggest",
     }
 )
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class SearchPlan:
@@ -126,8 +121,8 @@ class SearchPlan:
             time_filter = {
                 "range": {
                     self.time_field: {
-                        "gte": _iso(start),
-                        "lte": _iso(end),
+                        "gte": iso_time(start),
+                        "lte": iso_time(end),
                         "format": "strict_date_optional_time",
                     }
                 }

@@ -44,6 +44,7 @@ from google.cloud.monitoring_v3.services.query_service.transports import QuerySe
 from google.oauth2 import service_account
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.httpclient import iso_time
 from providers.sdkutil import scrub
 
 INSTANT_LOOKBACK_SECONDS = 600
@@ -81,10 +82,6 @@ def parse_target(target: str) -> tuple[str, str, bool]:
     if not m or m.group(1) == "projects":
         raise ProviderError("google targetServer must name a project: PROJECT or projects/PROJECT")
     return host, m.group(1), plaintext
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def _seconds(value: float) -> str:
@@ -134,7 +131,7 @@ def build_list_request(
         doc["aggregation"] = aggregation
     doc.update(
         name=f"projects/{project}",
-        interval={"startTime": _rfc3339(end - lookback), "endTime": _rfc3339(end)},
+        interval={"startTime": iso_time(end - lookback), "endTime": iso_time(end)},
         view="FULL",
     )
     try:

@@ -28,7 +28,7 @@ Secret keys (all optional): `user`/`username` + `password` (basic auth), `token`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,7 +37,7 @@ import orjson
 
 from providers import jsonpath
 from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, window_bounds
+from providers.httpclient import HTTPProvider, iso_time, window_bounds
 
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "QUERY"})
 RESERVED_KEYS = frozenset({"user", "username", "password", "token", "ca.crt", "tls.crt", "tls.key"})
@@ -109,10 +109,6 @@ def _fill_body(body: Any, fill: dict[str, str]) -> Any:
     return body
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _timestamp(value: Any) -> float:
     if isinstance(value, str):
         try:
@@ -178,7 +174,7 @@ class HTTPJSONProvider(HTTPProvider):
         fill = {
             "start": str(int(start)), "end": str(int(end)),
             "start_ms": str(int(start * 1000)), "end_ms": str(int(end * 1000)),
-            "start_iso": _iso(start), "end_iso": _iso(end),
+            "start_iso": iso_time(start), "end_iso": iso_time(end),
             "range": str(int(end - start)), "step": str(int(window.step_seconds or 0)),
         }  # fmt: skip
         try:

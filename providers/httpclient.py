@@ -11,6 +11,7 @@ import ssl
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -175,6 +176,11 @@ def window_bounds(
     end = window.end if window.end is not None else (time.time() if now is None else now)
     span = window.range_seconds if window.range_seconds is not None else default_range
     return end - span, end
+
+
+def iso_time(ts: float) -> str:
+    """Unix seconds as an RFC 3339 UTC time, sub-second digits kept: 2024-01-02T15:04:05.25Z."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def duration_text(seconds: float) -> str:

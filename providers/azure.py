@@ -48,7 +48,7 @@ from azure.monitor.query.aio import LogsQueryClient
 from azure.monitor.querymetrics.aio import MetricsClient
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
-from providers.sdkutil import CAFile, scrub
+from providers.sdkutil import CAFile, scrub, whole_seconds
 
 INSTANT_LOOKBACK_SECONDS = 600
 GRAINS = (60, 300, 900, 1800, 3600, 21600, 43200, 86400)
@@ -182,10 +182,6 @@ def parse_query(query: str) -> dict[str, Any]:
         )
     spec["aggregation"] = agg
     return spec
-
-
-def _seconds(value: float) -> str:
-    return f"{max(1, round(value))}s"
 
 
 class AzureProvider(Provider):
@@ -372,9 +368,9 @@ class AzureProvider(Provider):
         client = await self._logs_client()
         kql = spec["kql"]
         if window.range_seconds:
-            kql = kql.replace("$range", _seconds(window.range_seconds))
+            kql = kql.replace("$range", whole_seconds(window.range_seconds))
         if window.step_seconds:
-            kql = kql.replace("$step", _seconds(window.step_seconds))
+            kql = kql.replace("$step", whole_seconds(window.step_seconds))
         if "$range" in kql or "$step" in kql:
             raise ProviderError("azure logs query uses $range/$step but the KeptnMetric has no range/step")
         end_ts = window.end if window.end is not None else time.time()

@@ -45,7 +45,7 @@ from google.oauth2 import service_account
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
 from providers.httpclient import iso_time
-from providers.sdkutil import scrub
+from providers.sdkutil import scrub, whole_seconds
 
 INSTANT_LOOKBACK_SECONDS = 600
 DEFAULT_HOST = "monitoring.googleapis.com"
@@ -84,10 +84,6 @@ def parse_target(target: str) -> tuple[str, str, bool]:
     return host, m.group(1), plaintext
 
 
-def _seconds(value: float) -> str:
-    return f"{max(1, round(value))}s"
-
-
 async def _first_pages(pager: Any, field: str) -> list[Any]:
     """The items under `field` of at most MAX_PAGES pages of a google-api-core async pager."""
     items: list[Any] = []
@@ -123,10 +119,10 @@ def build_list_request(
     lookback = INSTANT_LOOKBACK_SECONDS if window.is_instant else float(window.range_seconds or 0)
     aggregation = dict(doc.get("aggregation") or {})
     if window.step_seconds:
-        aggregation["alignmentPeriod"] = _seconds(window.step_seconds)
+        aggregation["alignmentPeriod"] = whole_seconds(window.step_seconds)
         aggregation.setdefault("perSeriesAligner", "ALIGN_MEAN")
     elif aggregation.get("perSeriesAligner") and "alignmentPeriod" not in aggregation:
-        aggregation["alignmentPeriod"] = _seconds(lookback)
+        aggregation["alignmentPeriod"] = whole_seconds(lookback)
     if aggregation:
         doc["aggregation"] = aggregation
     doc.update(
@@ -269,9 +265,9 @@ class GoogleProvider(Provider):
             raise ProviderError("google mql: query is empty")
         lowered = mql.lower()
         if not window.is_instant and "within" not in lowered:
-            mql += f" | within {_seconds(float(window.range_seconds or 0))}"
+            mql += f" | within {whole_seconds(float(window.range_seconds or 0))}"
         if window.step_seconds and "every" not in lowered:
-            mql += f" | every {_seconds(window.step_seconds)}"
+            mql += f" | every {whole_seconds(window.step_seconds)}"
         _, client = await self._clients()
         request = monitoring_v3.QueryTimeSeriesRequest(name=f"projects/{self.project}", query=mql)
         pager = await client.query_time_series(request=request, retry=None, timeout=self.config.timeout)

@@ -16,6 +16,11 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def whole_seconds(value: float) -> str:
+    """A duration as the SDKs' `Ns` text, rounded, at least 1s: 90.4 -> '90s', 0.2 -> '1s'."""
+    return f"{max(1, round(value))}s"
+
+
 class CAFile:
     """The Secret's `ca.crt` as a file, for SDKs that only take a path: written once, removed on close."""
 

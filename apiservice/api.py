@@ -30,7 +30,7 @@ from apiservice.selectors import Selector, SelectorError, parse_selector
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError, bytes_response, error_response, status_response
 from metrics_server.model import KeptnMetric, ObjectKey
-from metrics_server.state import STALENESS_FACTOR, MetricStates, Unavailable, rfc3339, servable_value
+from metrics_server.state import MetricStates, Unavailable, rfc3339, servable_value, staleness_bound
 from metrics_server.store.base import EventType, Store, StoreEvent
 
 CUSTOM_GROUP = "custom.metrics.k8s.io"
@@ -445,12 +445,9 @@ class MetricsApi:
             and state.last_success is not None
         ):
             # valid as long as servable_value would serve it: the same bound, grace included
-            bound = self.max_staleness
-            if bound is None:
-                bound = STALENESS_FACTOR * state.fetch_interval
             if len(self._bodies) >= 4096:
                 self._bodies.clear()
-            until = state.last_success + bound + state.staleness_grace
+            until = state.last_success + staleness_bound(state, self.max_staleness)
             self._bodies[raw] = (obj.key, obj, state, state.value, state.last_success, until, body)
         return response
 

@@ -68,11 +68,27 @@ class ApiRunner:
             await self._grpc.stop(grace)
         if self._runner is not None:
             await self._runner.cleanup()
-        for close in self._closers:
-            with contextlib.suppress(Exception):
-                result = close()
-                if asyncio.iscoroutine(result):
-                    await result
+        await _close_all(self._closers)
+
+
+async def _close_all(closers: list[Callable[[], Any]]) -> None:
+    """Close review clients and the like; a failing close must not stop the others."""
+    for close in closers:
+        with contextlib.suppress(Exception):
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+@dataclass
+class KedaAuth:
+    """The `--keda-auth` middleware and the review clients it owns (closed on shutdown)."""
+
+    middleware: Any
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await _close_all(self.closers)
 
 
 def _read(path: str | None) -> bytes:
@@ -183,7 +199,7 @@ async def _reviewers(
     return reviews, reviews, closers
 
 
-async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: Any = None) -> Any:
+async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: Any = None) -> KedaAuth:
     """The `--keda-auth` middleware for the plain-HTTP metrics port (bearer token: TokenReview,
     then SubjectAccessReview `get keptnmetrics` in the namespace), built from the CLI flags.
 
@@ -193,12 +209,12 @@ async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: A
 
     o = ApiOptions.from_args(args, kubernetes_mode=kubernetes_mode)
     forced = ApiOptions(**{**o.__dict__, "authorization_mode": "Webhook"})  # a token always needs reviews
-    token_reviewer, access_reviewer, _closers = await _reviewers(forced, None, kube_api)
+    token_reviewer, access_reviewer, closers = await _reviewers(forced, None, kube_api)
     authenticator = Authenticator(CertificateAuthorities(), None, token_reviewer, token_ttl=o.token_cache_ttl)
     authorizer = Authorizer(
         "Webhook", access_reviewer, allowed_ttl=o.authz_allowed_ttl, denied_ttl=o.authz_denied_ttl
     )
-    return keda_auth_middleware(o, authenticator, authorizer)
+    return KedaAuth(keda_auth_middleware(o, authenticator, authorizer), closers)
 
 
 async def _shared_ca(o: ApiOptions, api_client: Any) -> tuple[bytes, bytes]:

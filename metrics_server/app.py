@@ -57,6 +57,7 @@ class Services:
         self.kube_api = kube_api
         self._runner: web.AppRunner | None = None
         self._api: Any = None
+        self._keda_auth: Any = None
         self._evaluator_task: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
 
@@ -66,8 +67,8 @@ class Services:
             # upstream's KEDA endpoint is open; --keda-auth puts TokenReview + SAR in front of it
             from apiservice.server import keda_auth_middleware_for
 
-            middleware = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
-            self.metrics_port.middlewares.append(middleware)
+            self._keda_auth = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
+            self.metrics_port.middlewares.append(self._keda_auth.middleware)
         self._runner = web.AppRunner(self.metrics_port.build(), access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.args.bind_address, self.args.metrics_port)
@@ -106,6 +107,8 @@ class Services:
             await self._api.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._keda_auth is not None:
+            await self._keda_auth.close()
         if self._evaluator_task is not None:
             self._evaluator_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -119,6 +119,13 @@ class Unavailable(Exception):
         self.message = message
 
 
+def staleness_bound(state: MetricState, max_staleness: float | None) -> float:
+    """Seconds after its fetch a value is still served: `max_staleness`, or STALENESS_FACTOR x
+    the fetch interval, plus the state's grace (values adopted from a written status)."""
+    base = max_staleness if max_staleness is not None else STALENESS_FACTOR * state.fetch_interval
+    return base + state.staleness_grace
+
+
 def servable_value(
     state: MetricState | None, what: str, now: float, max_staleness: float | None
 ) -> tuple[float, float]:
@@ -131,8 +138,7 @@ def servable_value(
         raise Unavailable(f"no value yet for {what}: {err}")
     if not math.isfinite(state.value):
         raise Unavailable(f"the value of {what} is not a finite number ({state.value})")
-    bound = max_staleness if max_staleness is not None else STALENESS_FACTOR * state.fetch_interval
-    bound += state.staleness_grace
+    bound = staleness_bound(state, max_staleness)
     age = now - state.last_success
     if age > bound:
         err = f": last error: {state.error}" if state.error else ""

@@ -292,13 +292,14 @@ async def test_keda_auth_middleware_for_cli_args(aiohttp_client, kube: KubeRevie
     args = parser.parse_args(["--keda-auth"])
     api_client = client.ApiClient(client.Configuration(host=kube.url))
     kube.tokens["keda"] = {"username": "keda", "groups": []}
-    mw = await keda_auth_middleware_for(args, False, api_client)
-    app = web.Application(middlewares=[mw])
+    keda_auth = await keda_auth_middleware_for(args, False, api_client)
+    app = web.Application(middlewares=[keda_auth.middleware])
     app.router.add_get("/api/v1/metrics/{namespace}/{name}", lambda r: web.json_response({"value": "1"}))
     c = await aiohttp_client(app)
     assert (await c.get("/api/v1/metrics/shop/cpu")).status == 401
     assert (await c.get("/api/v1/metrics/shop/cpu", headers={"Authorization": "Bearer keda"})).status == 200
     assert kube.sars[-1]["user"] == "keda"
+    await keda_auth.close()
     await api_client.close()
 
 

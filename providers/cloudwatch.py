@@ -312,8 +312,10 @@ class CloudWatchProvider(Provider):
                         auth=res["StatusCode"] == "Forbidden",
                         retryable=res["StatusCode"] == "InternalError",
                     )
-                slot = merged.setdefault(res["Id"], {"Id": res["Id"], "Label": res.get("Label", ""),
-                                                     "Timestamps": [], "Values": []})
+                slot = merged.setdefault(
+                    res["Id"],
+                    {"Id": res["Id"], "Label": res.get("Label", ""), "Timestamps": [], "Values": []},
+                )
                 slot["Timestamps"].extend(res.get("Timestamps", []))
                 slot["Values"].extend(res.get("Values", []))
             token = answer.get("NextToken")

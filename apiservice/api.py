@@ -296,9 +296,11 @@ class MetricsApi:
         return web.Response(text="ok")
 
     def prometheus(self) -> web.Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        resp = web.Response(body=generate_latest(REGISTRY))
+        from metrics_server.selfmetrics import exposition
+
+        resp = web.Response(body=exposition(self.states))
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 

@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from metrics_server.model import ObjectKey
-from metrics_server.selfmetrics import StatesCollector
+from metrics_server.selfmetrics import exposition
 from metrics_server.state import MetricStates, Unavailable, servable_value
 from metrics_server.store.base import Store
 
@@ -42,16 +41,12 @@ class MetricsPortApp:
         *,
         ready: Readiness | None = None,
         max_staleness: float | None = None,
-        registries: Iterable[CollectorRegistry] = (),
         middlewares: Iterable[Callable[..., Awaitable[web.StreamResponse]]] = (),
     ) -> None:
         self.store = store
         self.states = states
         self.ready = ready or (lambda: store.synced)
         self.max_staleness = max_staleness
-        self.own_registry = CollectorRegistry(auto_describe=False)
-        self.own_registry.register(StatesCollector(states))
-        self.registries = [REGISTRY, self.own_registry, *registries]
         self.middlewares = list(middlewares)
         self.shutting_down = False
 
@@ -75,7 +70,7 @@ class MetricsPortApp:
         return web.Response(text="ok")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = b"".join(generate_latest(r) for r in self.registries)
+        body = exposition(self.states)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def keda_metric(self, request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -60,3 +60,10 @@ class StatesCollector(Collector):
         yield value
         yield age
         yield error
+
+
+def exposition(states: MetricStates) -> bytes:
+    """The text exposition every `/metrics` serves: process-wide metrics and per-KeptnMetric gauges."""
+    per_metric = CollectorRegistry(auto_describe=False)
+    per_metric.register(StatesCollector(states))
+    return generate_latest(REGISTRY) + generate_latest(per_metric)

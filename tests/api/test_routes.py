@@ -408,6 +408,9 @@ async def test_self_metrics(api):
     assert 'keptn_metrics_api_requests_total{code="200",route="custom/object"}' in text
     assert 'keptn_metrics_api_requests_total{code="404",route="custom/object"}' in text
     assert 'keptn_metrics_api_request_duration_seconds_bucket{le="0.005",route="custom/object"}' in text
+    # the same per-KeptnMetric gauges as the metrics port, labelled namespace and name
+    assert 'keptn_metric_value{name="cpu",namespace="shop"}' in text
+    assert 'keptn_metric_value_age_seconds{name="cpu",namespace="shop"}' in text
 
 
 async def test_orjson_bytes_are_valid_json(api):

@@ -9,6 +9,11 @@ Authentication, in order (the first that yields a user wins):
 3. `Authorization: Bearer <token>`: TokenReview (answers cached briefly);
 4. `--anonymous-auth`: system:anonymous; otherwise 401.
 
+Every authenticated identity then gets the group `system:authenticated` (anonymous keeps
+`system:unauthenticated`), as k8s.io/apiserver's AuthenticatedGroupAdder does: RBAC's
+bootstrap `system:discovery` and `system:public-info-viewer` roles are bound to that group,
+and the aggregator's discovery and OpenAPI requests carry no group of their own.
+
 Authorization: `system:masters` is always allowed; then AlwaysAllow or a
 SubjectAccessReview (Webhook) whose answers, denials too, are cached with short TTLs in a
 bounded cache.
@@ -47,7 +52,20 @@ class UserInfo:
         return {k: list(v) for k, v in self.extra}
 
 
-ANONYMOUS = UserInfo("system:anonymous", groups=("system:unauthenticated",))
+ANONYMOUS_USER = "system:anonymous"
+ALL_AUTHENTICATED = "system:authenticated"
+ALL_UNAUTHENTICATED = "system:unauthenticated"
+ANONYMOUS = UserInfo(ANONYMOUS_USER, groups=(ALL_UNAUTHENTICATED,))
+
+
+def with_authenticated_group(user: UserInfo) -> UserInfo:
+    """`user` plus `system:authenticated`, unless anonymous or already in either virtual group.
+
+    The same rule as k8s.io/apiserver/pkg/authentication/group.AuthenticatedGroupAdder.
+    """
+    if user.name == ANONYMOUS_USER or ALL_AUTHENTICATED in user.groups or ALL_UNAUTHENTICATED in user.groups:
+        return user
+    return UserInfo(user.name, user.uid, (*user.groups, ALL_AUTHENTICATED), user.extra)
 
 
 @dataclass(frozen=True)
@@ -219,6 +237,10 @@ class Authenticator:
         return UserInfo(name, "", tuple(groups), tuple(sorted((k, tuple(v)) for k, v in extra.items())))
 
     async def authenticate(self, request: web.Request) -> UserInfo:
+        user = await self._authenticate(request)
+        return user if user is ANONYMOUS else with_authenticated_group(user)
+
+    async def _authenticate(self, request: web.Request) -> UserInfo:
         problems: list[str] = []
         transport = request.transport
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None

@@ -28,7 +28,7 @@ async def test_front_proxy_identity_reaches_sar(start, kube: KubeReviews):
     )
     assert status == 200, data
     spec = kube.sars[-1]
-    assert spec["user"] == "alice" and spec["groups"] == ["devs", "ops"]
+    assert spec["user"] == "alice" and spec["groups"] == ["devs", "ops", "system:authenticated"]
     assert spec["extra"] == {"scopes": ["read"], "acme/team": ["x"]}
     assert spec["resourceAttributes"] == {
         "namespace": "shop",
@@ -75,7 +75,7 @@ async def test_spoofed_headers_without_front_proxy_cert_are_ignored(start, pki: 
     # a client-ca certificate: the identity is the certificate's, never the headers'
     status, _, _ = await api.get(OBJ, api.session(pki.user("bob", "devs"), headers=spoof))
     assert status == 200
-    assert kube.sars[-1]["user"] == "bob" and kube.sars[-1]["groups"] == ["devs"]
+    assert kube.sars[-1]["user"] == "bob" and kube.sars[-1]["groups"] == ["devs", "system:authenticated"]
 
 
 async def test_front_proxy_cert_with_cn_not_allowed(start, pki: Pki, kube: KubeReviews):
@@ -113,7 +113,7 @@ async def test_custom_requestheader_names(start, pki: Pki, kube: KubeReviews):
     )
     s = api.session(pki.front_proxy(), headers={"X-User": "dave", "X-Groups": "g1", "X-Remote-User": "eve"})
     assert (await api.get(OBJ, s))[0] == 200
-    assert kube.sars[-1]["user"] == "dave" and kube.sars[-1]["groups"] == ["g1"]
+    assert kube.sars[-1]["user"] == "dave" and kube.sars[-1]["groups"] == ["g1", "system:authenticated"]
 
 
 async def test_bearer_token_via_token_review(start, kube: KubeReviews):
@@ -130,6 +130,7 @@ async def test_bearer_token_via_token_review(start, kube: KubeReviews):
     assert kube.token_reviews == ["good"]  # cached
     assert kube.sars[-1]["user"] == "system:serviceaccount:kube-system:hpa" and kube.sars[-1]["uid"] == "u1"
     assert kube.sars[-1]["extra"] == {"k": ["v"]}
+    assert kube.sars[-1]["groups"] == ["system:serviceaccounts", "system:authenticated"]
     status, data, _ = await api.get(OBJ, api.session(headers={"Authorization": "Bearer bad"}))
     assert status == 401 and "invalid bearer token" in data["message"]
 
@@ -331,3 +332,15 @@ async def test_configmap_source_passed_as_kube_auth_and_shared_api_client(start,
         assert kube.sars[-1]["user"] == "zoe"  # Webhook mode through the shared ApiClient
     finally:
         await api_client.close()
+
+
+def test_authenticated_group_is_added_as_k8s_apiserver_does():
+    """AuthenticatedGroupAdder: every authenticated user is in system:authenticated, once."""
+    from apiservice.auth import ANONYMOUS, UserInfo, with_authenticated_group
+
+    aggregator = with_authenticated_group(UserInfo("system:kube-aggregator"))
+    assert aggregator.groups == ("system:authenticated",)
+    already = UserInfo("u", groups=("a", "system:authenticated"))
+    assert with_authenticated_group(already) is already
+    assert with_authenticated_group(ANONYMOUS).groups == ("system:unauthenticated",)
+    assert with_authenticated_group(UserInfo("system:anonymous")).groups == ()

@@ -310,8 +310,24 @@ class TlsManager:
     def _install(self, ctx: ssl.SSLContext) -> None:
         self._current = ctx
         self.reloads += 1
+        self._report_expiry()
         if self.on_change is not None:
             self.on_change()
+
+    def _report_expiry(self) -> None:
+        """Expiry of what the secure port presents and trusts, for /metrics (and its alert)."""
+        from metrics_server.selfmetrics import report_certificate_expiry
+
+        def earliest(certs: list[x509.Certificate]) -> float | None:
+            return min((c.not_valid_after_utc.timestamp() for c in certs), default=None)
+
+        try:
+            serving = load_pem_bundle(Path(self.cert_file).read_bytes())
+        except (OSError, ValueError):
+            serving = []
+        report_certificate_expiry("serving", earliest(serving[:1]))  # the leaf, not its chain
+        report_certificate_expiry("client-ca", earliest(self.cas.client))
+        report_certificate_expiry("requestheader-client-ca", earliest(self.cas.requestheader))
 
     @property
     def context(self) -> ssl.SSLContext:

@@ -49,6 +49,7 @@ class Services:
         self.store = store
         self.kubernetes_mode = kubernetes_mode
         self.states = MetricStates()
+        self.states.max_staleness = getattr(args, "max_staleness", None)
         self.evaluator = Evaluator(store, self.states, sink=sink, options=evaluator_options(args))
         self.metrics_port = MetricsPortApp(
             store, self.states, max_staleness=getattr(args, "max_staleness", None)

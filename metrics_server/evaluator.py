@@ -276,12 +276,12 @@ class Evaluator:
         jitter = self.options.backoff_jitter
         return now + delay * random.uniform(1 - jitter, 1 + jitter)
 
-    def _started(self, due: float) -> None:
+    def _started(self, due: float, interval: float) -> None:
         """Record schedule lag when work really starts (after any queueing on the provider limit)."""
         lag = max(0.0, self._now() - due)
         if self._lag_observer is not None:
             self._lag_observer(lag)
-        selfmetrics.SCHEDULE_LAG.observe(lag)
+        selfmetrics.observe_schedule_lag(lag, interval)
 
     async def _fetch(
         self, metric: KeptnMetric, due: float, *, fresh: bool = False, have: float | None = None
@@ -309,11 +309,11 @@ class Evaluator:
             and recent[1] > (have or 0.0)  # never hand a metric its own previous answer again
             and self._wall() - recent[1] <= metric.fetch_interval_seconds * self.options.share_fraction
         ):
-            self._started(due)
+            self._started(due, metric.fetch_interval_seconds)
             return outcome_of(recent[0], recent[1], mrange)
         pending = self._inflight.get(fkey)
         if pending is not None:
-            self._started(due)
+            self._started(due, metric.fetch_interval_seconds)
             shared = await asyncio.shield(pending)
             return outcome_of(shared[0], shared[1], mrange)
         future: asyncio.Future[_Fetched] = asyncio.get_running_loop().create_future()
@@ -326,7 +326,7 @@ class Evaluator:
                     self.options.provider_concurrency
                 )
             async with semaphore:
-                self._started(due)
+                self._started(due, metric.fetch_interval_seconds)
                 try:
                     async with asyncio.timeout(self.options.fetch_timeout):
                         fetched = await query_once(client, config, metric.query, mrange)

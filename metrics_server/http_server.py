@@ -56,8 +56,17 @@ class MetricsPortApp:
         app.router.add_get("/livez", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
-        app.router.add_get("/api/v1/metrics/{namespace}/{name}", self.keda_metric)
+        app.router.add_get("/api/v1/metrics/{namespace}/{name}", self.observed_keda_metric)
         return app
+
+    async def observed_keda_metric(self, request: web.Request) -> web.Response:
+        """The KEDA REST answer, counted in the API request metrics as route `keda/rest`."""
+        from apiservice.selfmetrics import observe
+
+        started = time.perf_counter()
+        response = await self.keda_metric(request)
+        observe("keda/rest", response.status, time.perf_counter() - started)
+        return response
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -9,13 +9,15 @@ namespaces never collide (labels are namespace and name, never "ns-name").
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from metrics_server.state import MetricStates
+from metrics_server.state import MetricStates, staleness_bound
 
 FETCH_DURATION = Histogram(
     "keptn_metrics_fetch_duration_seconds",
@@ -29,6 +31,61 @@ SCHEDULE_LAG = Histogram(
     "How late a fetch started compared to its due time.",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+SCHEDULE_LAG_INTERVALS = Histogram(
+    "keptn_metrics_schedule_lag_intervals",
+    "Schedule lag in units of the metric's fetchIntervalSeconds (above 1: a whole interval late).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+STATUS_WRITE_REQUESTS = Counter(
+    "keptn_metrics_status_write_requests",
+    "Requests the status writer sent (kind: status patch or event), by result.",
+    ["kind", "result"],
+)
+STATUS_WRITE_QUEUE = Gauge(
+    "keptn_metrics_status_write_queue", "Status writes and Events waiting for the write budget."
+)
+STATUS_WRITE_BUDGET = Gauge(
+    "keptn_metrics_status_write_budget_qps",
+    "Requests per second the status writer may send (--status-write-qps).",
+)
+LEASE_HELD = Gauge(
+    "keptn_metrics_lease_held",
+    "1 while this replica holds the Lease, 0 while it campaigns for it (one series per Lease).",
+    ["lease"],
+)
+CERTIFICATE_EXPIRY = Gauge(
+    "keptn_metrics_certificate_expiry_timestamp_seconds",
+    "When a certificate the secure port relies on expires (Unix time; the earliest of a CA bundle).",
+    ["certificate"],
+)
+
+
+def observe_schedule_lag(lag: float, interval: float) -> None:
+    SCHEDULE_LAG.observe(lag)
+    if interval > 0:
+        SCHEDULE_LAG_INTERVALS.observe(lag / interval)
+
+
+def gauge_from(gauge: Gauge, owner: Any, read: Callable[[Any], float]) -> None:
+    """Let `gauge` read `read(owner)` at scrape time, without keeping `owner` alive (0 once it is gone)."""
+    ref = weakref.ref(owner)
+
+    def current() -> float:
+        obj = ref()
+        return 0.0 if obj is None else float(read(obj))
+
+    gauge.set_function(current)
+
+
+def report_certificate_expiry(certificate: str, not_after: float | None) -> None:
+    """Record (or, with None, forget) when a certificate expires."""
+    if not_after is None:
+        try:
+            CERTIFICATE_EXPIRY.remove(certificate)
+        except KeyError:
+            pass
+    else:
+        CERTIFICATE_EXPIRY.labels(certificate).set(not_after)
 
 
 class StatesCollector(Collector):
@@ -49,6 +106,12 @@ class StatesCollector(Collector):
         error = GaugeMetricFamily(
             "keptn_metric_error", "1 while the KeptnMetric's last fetch failed.", labels=labels
         )
+        bound = GaugeMetricFamily(
+            "keptn_metric_staleness_bound_seconds",
+            "Age past which the KeptnMetric's value is no longer served (503).",
+            labels=labels,
+        )
+        max_staleness = self._states.max_staleness
         for state in self._states.values():
             key = [state.key.namespace, state.key.name]
             if state.value is not None:
@@ -57,9 +120,11 @@ class StatesCollector(Collector):
             if current_age is not None:
                 age.add_metric(key, current_age)
             error.add_metric(key, 1.0 if state.error else 0.0)
+            bound.add_metric(key, staleness_bound(state, max_staleness))
         yield value
         yield age
         yield error
+        yield bound
 
 
 def exposition(states: MetricStates) -> bytes:

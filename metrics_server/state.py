@@ -159,6 +159,8 @@ class MetricStates:
         self._listeners: list[ChangeListener] = []
         #: staleness grace for values adopted from status (see MetricState.staleness_grace)
         self.follower_grace = follower_grace
+        #: --max-staleness (None: STALENESS_FACTOR x interval), for /metrics' staleness bound gauge
+        self.max_staleness: float | None = None
 
     def __len__(self) -> int:
         return len(self._states)

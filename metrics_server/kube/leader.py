@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from metrics_server import selfmetrics
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class LeaderElector:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
         if self._task is None:
+            selfmetrics.LEASE_HELD.labels(self.name).set(0)  # campaigning
             self._task = asyncio.create_task(self.run(), name=f"leader election {self.name}")
         return self._task
 
@@ -103,6 +105,10 @@ class LeaderElector:
             self._stop_leading()
             if release:
                 await self.release()
+        try:
+            selfmetrics.LEASE_HELD.remove(self.name)  # no longer campaigning
+        except KeyError:
+            pass
 
     async def run(self) -> None:
         """Campaign, lead until the Lease is lost, campaign again; forever (cancel to stop)."""
@@ -115,6 +121,7 @@ class LeaderElector:
     # -- callbacks -----------------------------------------------------------------------------
     def _start_leading(self) -> None:
         self.leading = True
+        selfmetrics.LEASE_HELD.labels(self.name).set(1)
         log.info("%s: started leading (Lease %s/%s)", self.identity, self.namespace, self.name)
         if self.on_started_leading:
             self.on_started_leading()
@@ -123,6 +130,7 @@ class LeaderElector:
         if not self.leading:
             return
         self.leading = False
+        selfmetrics.LEASE_HELD.labels(self.name).set(0)
         log.info("%s: stopped leading (Lease %s/%s)", self.identity, self.namespace, self.name)
         if self.on_stopped_leading:
             self.on_stopped_leading()

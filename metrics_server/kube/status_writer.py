@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from metrics_server import selfmetrics
 from metrics_server.kube.client import MERGE_PATCH, ApiException, KubeClient, resource_path
 from metrics_server.model import METRICS_GROUP, KeptnMetric, ObjectKey
 from metrics_server.state import MetricState, parse_rfc3339, rfc3339
@@ -138,6 +139,8 @@ class StatusWriter:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        selfmetrics.STATUS_WRITE_BUDGET.set(qps)
+        selfmetrics.gauge_from(selfmetrics.STATUS_WRITE_QUEUE, self, lambda w: w.queued)
 
     # -- StatusSink ----------------------------------------------------------------------------
     async def publish(self, metric: KeptnMetric, state: MetricState, changed: bool) -> None:
@@ -337,16 +340,19 @@ class StatusWriter:
                     request_timeout=15,
                 )
                 self.stats.writes += 1
+                selfmetrics.STATUS_WRITE_REQUESTS.labels("status", "ok").inc()
                 self._last_written[key] = self.clock()
                 return
             except ApiException as exc:
                 if exc.status == 404:
                     self.stats.not_found += 1
+                    selfmetrics.STATUS_WRITE_REQUESTS.labels("status", "not_found").inc()
                     log.debug("KeptnMetric %s is gone; dropping its status", key)
                     self.forget(key)
                     return
                 if exc.status == 409:  # merge patches carry no resourceVersion; handle anyway
                     self.stats.conflicts += 1
+                    selfmetrics.STATUS_WRITE_REQUESTS.labels("status", "conflict").inc()
                     try:
                         await self.client.get(self._path(metric, None))
                     except ApiException as again:
@@ -364,6 +370,7 @@ class StatusWriter:
 
     def _retry_later(self, entry: _Pending, why: str) -> None:
         self.stats.errors += 1
+        selfmetrics.STATUS_WRITE_REQUESTS.labels("status", "error").inc()
         entry.attempts += 1
         delay = min(30.0, self.retry_delay * (2 ** min(entry.attempts, 5)))
         log.warning("writing status of %s failed (%s); retrying in %.1fs", entry.metric.key, why, delay)
@@ -385,7 +392,9 @@ class StatusWriter:
                 "POST", resource_path("", "v1", "events", ns), body=event, request_timeout=10
             )
             self.stats.events += 1
+            selfmetrics.STATUS_WRITE_REQUESTS.labels("event", "ok").inc()
         except (ApiException, OSError, TimeoutError) as exc:
+            selfmetrics.STATUS_WRITE_REQUESTS.labels("event", "error").inc()
             log.warning(
                 "could not record Event %s for %s/%s: %s",
                 event["reason"],

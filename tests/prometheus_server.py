@@ -71,13 +71,24 @@ def backfill(data_dir: Path, now: float) -> None:
 
 @contextlib.contextmanager
 def run_prometheus(
-    tsdb: Path, web_config: str | None = None, scheme: str = "http", ready_ssl: object = None
+    tsdb: Path,
+    web_config: str | None = None,
+    scheme: str = "http",
+    ready_ssl: object = None,
+    config_text: str | None = None,
+    port: int | None = None,
+    files: dict[str, str] | None = None,
 ) -> Iterator[PrometheusServer]:
-    """Start Prometheus on a free loopback port over an existing TSDB directory."""
+    """Start Prometheus on a free loopback port over an existing TSDB directory.
+
+    `config_text` replaces the default (no scrape jobs) configuration; `files` are written next
+    to it (rule files it names); `port` is for callers that must know it before the start."""
     workdir = Path(tempfile.mkdtemp(prefix="prom-run-"))
     config = workdir / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-    port = free_port()
+    config.write_text(config_text or "global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    for name, text in (files or {}).items():
+        (workdir / name).write_text(text)
+    port = port or free_port()
     args = [
         "prometheus",
         f"--config.file={config}",

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the series tables read best one series per line)
 """Every alert of deploy/components/prometheus-rules, unit-tested with `promtool test rules`.
 
 Each alert has series that make it fire (with the labels and annotations an on-call engineer
@@ -464,7 +465,9 @@ def test_every_alert_has_a_severity_and_a_runbook_section() -> None:
     for rule in alerts():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["runbook_url"] == runbook(rule["alert"])
-        assert f"\n### {rule['alert']}\n" in runbook_doc, f"docs/operations.md: no runbook for {rule['alert']}"
+        assert f"\n### {rule['alert']}\n" in runbook_doc, (
+            f"docs/operations.md: no runbook for {rule['alert']}"
+        )
 
 
 def test_the_rule_file_is_valid(tmp_path: Path) -> None:

@@ -1,0 +1,3 @@
+from tests.kube_fixtures import kube
+
+__all__ = ["kube"]

@@ -1,0 +1,157 @@
+"""The self-metrics the alerts and the dashboard rely on, read back from the /metrics exposition."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from metrics_server import selfmetrics
+from metrics_server.kube.leader import LeaderElector
+from metrics_server.kube.status_writer import StatusWriter
+from metrics_server.model import ObjectKey, parse_metric
+from metrics_server.state import MetricStates
+from tests.kube_fixtures import KubeEnv, metric_doc
+
+
+def samples(states: MetricStates | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition /metrics serves: (name, sorted labels) -> value."""
+    text = selfmetrics.exposition(states or MetricStates()).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metric: str, states: MetricStates | None = None, **labels: str) -> float | None:
+    return samples(states).get((metric, tuple(sorted(labels.items()))))
+
+
+def test_schedule_lag_is_also_measured_in_fetch_intervals() -> None:
+    def bucket(le: str) -> float:
+        return REGISTRY.get_sample_value("keptn_metrics_schedule_lag_intervals_bucket", {"le": le}) or 0.0
+
+    before = {le: bucket(le) for le in ("0.5", "1.0", "2.0")}
+    selfmetrics.observe_schedule_lag(15.0, 10.0)  # a 10 s metric started 15 s late: 1.5 intervals
+    assert bucket("1.0") - before["1.0"] == 0
+    assert bucket("2.0") - before["2.0"] == 1
+    selfmetrics.observe_schedule_lag(2.0, 10.0)
+    assert bucket("0.5") - before["0.5"] == 1
+
+
+def test_each_metric_exports_the_age_past_which_it_is_not_served() -> None:
+    states = MetricStates()
+    cpu = states.ensure(ObjectKey("apps", "cpu"), 10)
+    cpu.value, cpu.value_text, cpu.last_success = 1.0, "1", time.time() - 4
+    states.ensure(ObjectKey("apps", "never"), 30)  # no value yet: a bound, no age
+    assert value("keptn_metric_staleness_bound_seconds", states, namespace="apps", name="cpu") == 30
+    assert value("keptn_metric_staleness_bound_seconds", states, namespace="apps", name="never") == 90
+    assert value("keptn_metric_value_age_seconds", states, namespace="apps", name="never") is None
+    age = value("keptn_metric_value_age_seconds", states, namespace="apps", name="cpu")
+    assert age is not None and age >= 4
+    states.max_staleness = 42.0  # --max-staleness wins over 3 x interval
+    assert value("keptn_metric_staleness_bound_seconds", states, namespace="apps", name="cpu") == 42
+    states.follower_grace = 60.0  # a standby adopting status allows for the refresh interval
+    from metrics_server.state import rfc3339
+
+    written = {"value": "5", "lastUpdated": rfc3339(time.time() - 20), "errMsg": ""}
+    follower = states.load_status(
+        parse_metric(
+            {**metric_doc("adopted"), "metadata": {"name": "adopted", "namespace": "apps"}, "status": written}
+        )
+    )
+    assert follower.staleness_grace == 60.0
+    assert value("keptn_metric_staleness_bound_seconds", states, namespace="apps", name="adopted") == 102
+
+
+def test_certificate_expiry_of_the_serving_certificate_and_client_cas(tmp_path: Path) -> None:
+    import trustme
+
+    from apiservice.certs import CertificateAuthorities, TlsManager
+
+    ca = trustme.CA()
+    leaf = ca.issue_cert("keptn-metrics.keptn-system.svc", not_after=dt.datetime(2031, 5, 4, tzinfo=dt.UTC))
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    leaf.private_key_pem.write_to_path(str(key))
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    client_ca = tmp_path / "client-ca.crt"
+    ca.cert_pem.write_to_path(str(client_ca))
+    TlsManager(str(cert), str(key), CertificateAuthorities(), client_ca_file=str(client_ca))
+    expiry = "keptn_metrics_certificate_expiry_timestamp_seconds"
+    assert value(expiry, certificate="serving") == dt.datetime(2031, 5, 4, tzinfo=dt.UTC).timestamp()
+    ca_not_after = ca._certificate.not_valid_after_utc.timestamp()  # trustme exposes no public accessor
+    assert value(expiry, certificate="client-ca") == ca_not_after
+    assert value(expiry, certificate="requestheader-client-ca") is None  # no bundle: no series
+
+
+@pytest.mark.kube
+async def test_status_writer_reports_budget_queue_and_results(kube: KubeEnv) -> None:
+    writer = StatusWriter(await kube.new_client(), qps=7, burst=1)
+
+    def requests(kind: str, result: str) -> float:
+        return value("keptn_metrics_status_write_requests_total", kind=kind, result=result) or 0.0
+
+    ok_before, gone_before = requests("status", "ok"), requests("status", "not_found")
+    assert value("keptn_metrics_status_write_budget_qps") == 7
+    metric = parse_metric(await kube.create(metric_doc("m1")))
+    ghost = parse_metric({**metric_doc("ghost"), "metadata": {"name": "ghost", "namespace": kube.namespace}})
+    states = MetricStates()
+    for m in (metric, ghost):
+        state = states.ensure(m.key, 10)
+        state.value, state.value_text, state.last_success = 1.0, "1", time.time()
+        state.last_attempt = time.time()
+        await writer.publish(m, state, changed=True)
+    assert value("keptn_metrics_status_write_queue") == 2  # waiting: the workers have not started
+    writer.start()
+    try:
+        await writer.flush()
+    finally:
+        await writer.stop()
+    assert value("keptn_metrics_status_write_queue") == 0
+    assert requests("status", "ok") - ok_before == 1
+    assert requests("status", "not_found") - gone_before == 1
+
+
+@pytest.mark.kube
+async def test_lease_held_is_1_for_the_holder_0_while_campaigning_and_gone_after_stop(kube: KubeEnv) -> None:
+    holder_leads, campaigner_leads = asyncio.Event(), asyncio.Event()
+    holder = LeaderElector(
+        await kube.new_client(),
+        kube.namespace,
+        "gauge-lease",
+        identity="other-replica",
+        lease_duration=3,
+        renew_deadline=2,
+        retry_period=0.2,
+        on_started_leading=holder_leads.set,
+    )
+    holder.start()
+    await asyncio.wait_for(holder_leads.wait(), 10)
+    assert value("keptn_metrics_lease_held", lease="gauge-lease") == 1
+    await holder.stop(release=False)  # another process holds it now, as far as the gauge goes
+    assert value("keptn_metrics_lease_held", lease="gauge-lease") is None
+
+    campaigner = LeaderElector(
+        await kube.new_client(),
+        kube.namespace,
+        "gauge-lease",
+        identity="me",
+        lease_duration=3,
+        renew_deadline=2,
+        retry_period=0.2,
+        on_started_leading=campaigner_leads.set,
+    )
+    campaigner.start()  # the lease still looks held (not released, not yet expired)
+    await asyncio.sleep(0.5)
+    assert not campaigner.leading
+    assert value("keptn_metrics_lease_held", lease="gauge-lease") == 0
+    await asyncio.wait_for(campaigner_leads.wait(), 10)  # once the holder's lease expires
+    assert value("keptn_metrics_lease_held", lease="gauge-lease") == 1
+    await campaigner.stop()
+    assert value("keptn_metrics_lease_held", lease="gauge-lease") is None

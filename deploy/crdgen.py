@@ -219,6 +219,15 @@ def keptn_metric_schema(with_range: bool) -> Schema:
         ),
         "rawValue": s("string", "RawValue represents the resulting value in raw format", format="byte"),
         "value": s("string", "Value represents the resulting value"),
+        # ours, additive (kubectl columns): upstream's lastUpdated also moves when a fetch fails
+        "valueFetchedAt": s(
+            "string",
+            "ValueFetchedAt is when the current value was fetched (keptn-metrics)",
+            format="date-time",
+        ),
+        "fetchFailed": s(
+            "boolean", "FetchFailed is true while the last fetch failed; see errMsg (keptn-metrics)"
+        ),
     }
     if with_range:
         spec_props["range"] = range_spec(with_rules=True)
@@ -253,11 +262,29 @@ def keptn_metric_schema(with_range: bool) -> Schema:
     )
 
 
+# ours, after upstream's columns (which stay first and unchanged); priority 1: `kubectl get -o wide`
+METRIC_STATUS_COLUMNS = [
+    col("Fetched", ".status.valueFetchedAt", "date"),
+    col("Failed", ".status.fetchFailed", "boolean"),
+    col("Error", ".status.errMsg", priority=1),
+]
+ANALYSIS_STATUS_COLUMNS = [
+    col("From", ".status.timeframe.from", "date", priority=1),
+    col("To", ".status.timeframe.to", "date", priority=1),
+    col("Errors", ".status.storedValues.*.errMsg", priority=1),
+]
+EVALUATION_STATUS_COLUMNS = [
+    col("Finished", ".status.endTime", "date"),
+    col("Messages", ".status.evaluationStatus.*.message", priority=1),
+]
+
+
 def keptn_metrics() -> dict[str, Any]:
     old_cols = [
         col("Provider", ".spec.provider.name"),
         col("Query", ".spec.query"),
         col("Value", ".status.value"),
+        *METRIC_STATUS_COLUMNS,
     ]
     cols = [
         col("Provider", ".spec.provider.name"),
@@ -266,6 +293,7 @@ def keptn_metrics() -> dict[str, Any]:
         col("Value", ".status.value"),
         col("Step", ".spec.range.step"),
         col("Aggregation", ".spec.range.aggregation"),
+        *METRIC_STATUS_COLUMNS,
     ]
     old, new = keptn_metric_schema(False), keptn_metric_schema(True)
     return crd(
@@ -426,6 +454,7 @@ def analyses() -> dict[str, Any]:
         col("State", ".status.state"),
         col("Warning", ".status.warning"),
         col("Pass", ".status.pass"),
+        *ANALYSIS_STATUS_COLUMNS,
     ]
     schema = analysis_schema()
     return crd(
@@ -778,6 +807,7 @@ def keptn_evaluations() -> dict[str, Any]:
         col("RetryCount", ".status.retryCount"),
         col("EvaluationStatus", ".status.evaluationStatus"),
         col("OverallStatus", ".status.overallStatus"),
+        *EVALUATION_STATUS_COLUMNS,
     ]
     versions = ("v1alpha1", "v1alpha2", "v1alpha3", "v1beta1", "v1")
     return crd(

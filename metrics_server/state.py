@@ -103,6 +103,10 @@ class MetricState:
         if self.last_attempt is not None:
             out["lastUpdated"] = rfc3339(self.last_attempt)
         out["errMsg"] = self.error
+        # ours, additive (kubectl printer columns): upstream's lastUpdated also moves on failures
+        if self.last_success is not None:
+            out["valueFetchedAt"] = rfc3339(self.last_success)
+        out["fetchFailed"] = bool(self.error)
         if self.interval_results:
             out["intervalResults"] = [r.to_status() for r in self.interval_results]
         return out

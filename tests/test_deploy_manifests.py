@@ -769,7 +769,147 @@ def test_crd_versions_storage_and_subresources() -> None:
     assert CRDS["KeptnEvaluationDefinition"]["spec"]["names"]["shortNames"] == ["ked"]
     assert CRDS["KeptnEvaluation"]["spec"]["names"]["shortNames"] == ["ke"]
     columns = [c["name"] for c in CRDS["KeptnMetric"]["spec"]["versions"][-1]["additionalPrinterColumns"]]
-    assert columns == ["Provider", "Query", "Interval", "Value", "Step", "Aggregation"]
+    assert columns[:6] == ["Provider", "Query", "Interval", "Value", "Step", "Aggregation"]  # upstream first
+
+
+# ---------------------------------------------------------- kubectl get columns
+
+UPSTREAM_COLUMNS = {
+    ("KeptnMetric", "v1alpha1"): ["Provider", "Query", "Value"],
+    ("KeptnMetric", "v1"): ["Provider", "Query", "Interval", "Value", "Step", "Aggregation"],
+    ("Analysis", "v1"): ["AnalysisDefinition", "State", "Warning", "Pass"],
+    ("KeptnEvaluation", "v1"): [
+        "AppName",
+        "AppVersion",
+        "WorkloadName",
+        "WorkloadVersion",
+        "RetryCount",
+        "EvaluationStatus",
+        "OverallStatus",
+    ],
+}
+OUR_COLUMNS = {  # name -> (jsonPath, type, priority): after upstream's, never instead of them
+    "KeptnMetric": [
+        ("Fetched", ".status.valueFetchedAt", "date", 0),
+        ("Failed", ".status.fetchFailed", "boolean", 0),
+        ("Error", ".status.errMsg", "string", 1),
+    ],
+    "Analysis": [
+        ("From", ".status.timeframe.from", "date", 1),
+        ("To", ".status.timeframe.to", "date", 1),
+        ("Errors", ".status.storedValues.*.errMsg", "string", 1),
+    ],
+    "KeptnEvaluation": [
+        ("Finished", ".status.endTime", "date", 0),
+        ("Messages", ".status.evaluationStatus.*.message", "string", 1),
+    ],
+}
+
+
+def _columns(kind: str, version: str) -> list[dict[str, Any]]:
+    v = next(v for v in CRDS[kind]["spec"]["versions"] if v["name"] == version)
+    return list(v["additionalPrinterColumns"])
+
+
+def _schema_at(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema a printer column's JSONPath points at (`*`: every value of a map)."""
+    node = schema
+    for part in path.strip(".").split("."):
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    return node
+
+
+def test_upstream_columns_stay_first_and_ours_follow() -> None:
+    for (kind, version), upstream in UPSTREAM_COLUMNS.items():
+        columns = _columns(kind, version)
+        assert [c["name"] for c in columns[: len(upstream)]] == upstream, (kind, version)
+        assert all("priority" not in c for c in columns[: len(upstream)])
+        ours = [(c["name"], c["jsonPath"], c["type"], c.get("priority", 0)) for c in columns[len(upstream) :]]
+        assert ours == OUR_COLUMNS[kind], (kind, version)
+    for kind in OUR_COLUMNS:  # the same columns in every served version
+        for v in CRDS[kind]["spec"]["versions"]:
+            assert [c["name"] for c in v["additionalPrinterColumns"]][-len(OUR_COLUMNS[kind]) :] == [
+                name for name, *_ in OUR_COLUMNS[kind]
+            ]
+
+
+def test_every_column_points_at_a_field_and_ours_at_one_of_their_type() -> None:
+    types = {"date": ("string", "date-time"), "boolean": ("boolean", None), "string": ("string", None)}
+    for kind, crd in CRDS.items():
+        ours = {name for name, *_ in OUR_COLUMNS.get(kind, [])}
+        for v in crd["spec"]["versions"]:
+            for c in v.get("additionalPrinterColumns", []):
+                field = _schema_at(v["schema"]["openAPIV3Schema"], c["jsonPath"])  # KeyError: a typo
+                if c["name"] in ours:
+                    want_type, want_format = types[c["type"]]
+                    assert field["type"] == want_type, (kind, v["name"], c["name"])
+                    assert field.get("format") == want_format, (kind, v["name"], c["name"])
+
+
+def test_the_server_writes_the_fields_our_metric_columns_show() -> None:
+    import time
+
+    from metrics_server.model import ObjectKey
+    from metrics_server.state import MetricState, rfc3339
+
+    state = MetricState(key=ObjectKey("apps", "queue"), fetch_interval=10)
+    state.value, state.value_text, state.last_success = 4.0, "4", time.time() - 30
+    state.last_attempt, state.error = time.time(), "HTTP 503 from http://prometheus:9090"
+    status = state.status()
+    assert status["valueFetchedAt"] == rfc3339(state.last_success)  # the value's own time ...
+    assert status["lastUpdated"] == rfc3339(state.last_attempt)  # ... not the failed attempt's
+    assert status["fetchFailed"] is True and status["errMsg"].startswith("HTTP 503")
+    obj = validate(m("metrics.keptn.sh/v1", "KeptnMetric", METRIC_SPEC_FOR_COLUMNS, status=status))
+    assert obj["status"]["fetchFailed"] is True
+    state.error = ""
+    assert state.status()["fetchFailed"] is False
+
+
+METRIC_SPEC_FOR_COLUMNS = {"provider": {"name": "prom"}, "query": "up", "fetchIntervalSeconds": 10}
+
+
+@pytest.mark.skipif(not HAS_KUBECTL, reason="needs kubectl (client-go's JSONPath, as the server's printer)")
+@pytest.mark.parametrize("kind", sorted(OUR_COLUMNS))
+def test_columns_evaluate_with_client_go_jsonpath(kind: str, tmp_path: Path) -> None:
+    import subprocess
+
+    samples = {
+        "KeptnMetric": {
+            "valueFetchedAt": "2026-01-02T03:04:05Z",
+            "fetchFailed": True,
+            "errMsg": "HTTP 503",
+            "value": "4",
+        },
+        "Analysis": {
+            "timeframe": {"from": "2026-01-02T03:00:00Z", "to": "2026-01-02T03:05:00Z"},
+            "storedValues": {"a": {"errMsg": "no data", "value": ""}, "b": {"value": "1"}},
+        },
+        "KeptnEvaluation": {
+            "endTime": "2026-01-02T03:04:05Z",
+            "evaluationStatus": {"cpu": {"status": "Failed", "value": "9", "message": "9 > 5"}},
+        },
+    }
+    expected = {
+        "Fetched": "2026-01-02T03:04:05Z",
+        "Failed": "true",
+        "Error": "HTTP 503",
+        "From": "2026-01-02T03:00:00Z",
+        "To": "2026-01-02T03:05:00Z",
+        "Errors": "no data",
+        "Finished": "2026-01-02T03:04:05Z",
+        "Messages": "9 > 5",
+    }
+    doc = tmp_path / "obj.yaml"  # kubectl --local needs a kind it knows; the JSONPath does not care
+    doc.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"},
+                                   "status": samples[kind]}))  # fmt: skip
+    for name, path, _type, _priority in OUR_COLUMNS[kind]:
+        out = subprocess.run(
+            ["kubectl", "label", "--local", "-f", str(doc), "x=y", "-o", f"jsonpath={{{path}}}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        assert out == expected[name], (kind, name, out)
 
 
 def test_same_schema_from_v1alpha3_on() -> None:

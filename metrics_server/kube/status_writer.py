@@ -35,7 +35,15 @@ from metrics_server.state import MetricState, parse_rfc3339, rfc3339
 
 log = logging.getLogger(__name__)
 
-STATUS_FIELDS = ("value", "rawValue", "lastUpdated", "errMsg", "intervalResults")
+STATUS_FIELDS = (
+    "value",
+    "rawValue",
+    "lastUpdated",
+    "errMsg",
+    "intervalResults",
+    "valueFetchedAt",
+    "fetchFailed",
+)
 EVENT_MESSAGE_LIMIT = 1024
 FAILED_REASON = "MetricFetchFailed"
 RECOVERED_REASON = "MetricFetchRecovered"

@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from apiservice.selfmetrics import observe  # one request counter for every API, this port's too
 from metrics_server.model import ObjectKey
 from metrics_server.selfmetrics import exposition
 from metrics_server.state import MetricStates, Unavailable, servable_value
@@ -61,8 +62,6 @@ class MetricsPortApp:
 
     async def observed_keda_metric(self, request: web.Request) -> web.Response:
         """The KEDA REST answer, counted in the API request metrics as route `keda/rest`."""
-        from apiservice.selfmetrics import observe
-
         started = time.perf_counter()
         response = await self.keda_metric(request)
         observe("keda/rest", response.status, time.perf_counter() - started)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -155,3 +156,16 @@ async def test_lease_held_is_1_for_the_holder_0_while_campaigning_and_gone_after
     assert value("keptn_metrics_lease_held", lease="gauge-lease") == 1
     await campaigner.stop()
     assert value("keptn_metrics_lease_held", lease="gauge-lease") is None
+
+
+async def test_keda_rest_requests_are_counted_with_the_other_apis(aiohttp_client: Any) -> None:
+    from metrics_server.http_server import MetricsPortApp
+    from metrics_server.store.base import IndexedStore
+
+    def requests(code: str) -> float:
+        return value("keptn_metrics_api_requests_total", route="keda/rest", code=code) or 0.0
+
+    before = requests("404")
+    client = await aiohttp_client(MetricsPortApp(IndexedStore(), MetricStates()).build())
+    assert (await client.get("/api/v1/metrics/apps/missing")).status == 404
+    assert requests("404") - before == 1

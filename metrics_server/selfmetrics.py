@@ -1,7 +1,7 @@
 """Our own Prometheus metrics.
 
 Process-wide counters and histograms live in the default registry (explicit, module-level
-metric objects, as prometheus_client intends). Per-KeptnMetric gauges are *collected* from
+metric objects, as prometheus_client intends). Per-KeptnMetric gauges are rendered from
 the live MetricStates at scrape time, so a deleted metric's series disappear at once and
 namespaces never collide (labels are namespace and name, never "ns-name").
 """
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from metrics_server.state import MetricStates, staleness_bound
 
@@ -88,47 +87,49 @@ def report_certificate_expiry(certificate: str, not_after: float | None) -> None
         CERTIFICATE_EXPIRY.labels(certificate).set(not_after)
 
 
-class StatesCollector(Collector):
-    """Per-KeptnMetric value, age and error gauges, read from MetricStates at scrape time."""
+PER_METRIC_FAMILIES = (
+    ("keptn_metric_value", "Last good value of a KeptnMetric."),
+    ("keptn_metric_value_age_seconds", "Seconds since the KeptnMetric's value was fetched."),
+    ("keptn_metric_error", "1 while the KeptnMetric's last fetch failed."),
+    (
+        "keptn_metric_staleness_bound_seconds",
+        "Age past which the KeptnMetric's value is no longer served (503).",
+    ),
+)
 
-    def __init__(self, states: MetricStates) -> None:
-        self._states = states
 
-    def collect(self) -> Iterator[Metric]:
-        now = time.time()
-        labels = ["namespace", "name"]
-        value = GaugeMetricFamily("keptn_metric_value", "Last good value of a KeptnMetric.", labels=labels)
-        age = GaugeMetricFamily(
-            "keptn_metric_value_age_seconds",
-            "Seconds since the KeptnMetric's value was fetched.",
-            labels=labels,
-        )
-        error = GaugeMetricFamily(
-            "keptn_metric_error", "1 while the KeptnMetric's last fetch failed.", labels=labels
-        )
-        bound = GaugeMetricFamily(
-            "keptn_metric_staleness_bound_seconds",
-            "Age past which the KeptnMetric's value is no longer served (503).",
-            labels=labels,
-        )
-        max_staleness = self._states.max_staleness
-        for state in self._states.values():
-            key = [state.key.namespace, state.key.name]
-            if state.value is not None:
-                value.add_metric(key, state.value)
-            current_age = state.age(now)
-            if current_age is not None:
-                age.add_metric(key, current_age)
-            error.add_metric(key, 1.0 if state.error else 0.0)
-            bound.add_metric(key, staleness_bound(state, max_staleness))
-        yield value
-        yield age
-        yield error
-        yield bound
+def _label_value(text: str) -> str:
+    if "\\" in text or '"' in text or "\n" in text:
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return text
+
+
+def per_metric_exposition(states: MetricStates, now: float | None = None) -> bytes:
+    """Value, age, error and staleness bound of every KeptnMetric, in the text format.
+
+    Rendered directly rather than through prometheus_client's metric families: the same text
+    (labels sorted, Go float formatting) at about a sixth of the cost, which matters because a
+    scrape of 10,000 metrics holds the event loop (benchmarks/exposition.py)."""
+    now = time.time() if now is None else now
+    max_staleness = states.max_staleness
+    columns: tuple[list[str], list[str], list[str], list[str]] = ([], [], [], [])
+    value, age, error, bound = columns
+    for state in states.values():
+        labels = f'{{name="{_label_value(state.key.name)}",namespace="{_label_value(state.key.namespace)}"}} '
+        if state.value is not None:
+            value.append(labels + floatToGoString(state.value))
+        current_age = state.age(now)
+        if current_age is not None:
+            age.append(labels + floatToGoString(current_age))
+        error.append(labels + ("1.0" if state.error else "0.0"))
+        bound.append(labels + floatToGoString(staleness_bound(state, max_staleness)))
+    out: list[str] = []
+    for (name, help_text), samples in zip(PER_METRIC_FAMILIES, columns, strict=True):
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} gauge\n")
+        out.extend(f"{name}{sample}\n" for sample in samples)
+    return "".join(out).encode()
 
 
 def exposition(states: MetricStates) -> bytes:
     """The text exposition every `/metrics` serves: process-wide metrics and per-KeptnMetric gauges."""
-    per_metric = CollectorRegistry(auto_describe=False)
-    per_metric.register(StatesCollector(states))
-    return generate_latest(REGISTRY) + generate_latest(per_metric)
+    return generate_latest(REGISTRY) + per_metric_exposition(states)

@@ -169,3 +169,47 @@ async def test_keda_rest_requests_are_counted_with_the_other_apis(aiohttp_client
     client = await aiohttp_client(MetricsPortApp(IndexedStore(), MetricStates()).build())
     assert (await client.get("/api/v1/metrics/apps/missing")).status == 404
     assert requests("404") - before == 1
+
+
+def reference_exposition(states: MetricStates, now: float) -> bytes:
+    """The per-KeptnMetric families as prometheus_client renders them (the format's reference)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    from metrics_server.state import staleness_bound
+
+    families = [GaugeMetricFamily(name, help_text, labels=["namespace", "name"])
+                for name, help_text in selfmetrics.PER_METRIC_FAMILIES]  # fmt: skip
+    for state in states.values():
+        key = [state.key.namespace, state.key.name]
+        if state.value is not None:
+            families[0].add_metric(key, state.value)
+        if state.age(now) is not None:
+            families[1].add_metric(key, state.age(now))  # type: ignore[arg-type]
+        families[2].add_metric(key, 1.0 if state.error else 0.0)
+        families[3].add_metric(key, staleness_bound(state, states.max_staleness))
+
+    class Families:
+        def collect(self) -> Any:
+            return iter(families)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def test_per_metric_exposition_is_exactly_what_prometheus_client_renders() -> None:
+    states = MetricStates()
+    values = [0.0, -1.5, 1e21, 1.5e-7, 46358528.0, 12345.678, 7.0]
+    names = ["cpu", 'we"ird', "back\\slash", "new\nline", "queue-depth", "a.b", "x"]
+    now = time.time()
+    for i, (name, number) in enumerate(zip(names, values, strict=True)):
+        state = states.ensure(ObjectKey(f"team-{i % 2}", name), 5 + i)
+        state.value, state.value_text, state.last_success = number, str(number), now - i * 1.25
+        state.error = "boom" if i % 3 == 0 else ""
+    states.ensure(ObjectKey("team-0", "never-fetched"), 10)
+    states.max_staleness = None
+    assert selfmetrics.per_metric_exposition(states, now) == reference_exposition(states, now)
+    states.max_staleness = 17.5
+    assert selfmetrics.per_metric_exposition(states, now) == reference_exposition(states, now)
+    assert selfmetrics.per_metric_exposition(MetricStates(), now) == reference_exposition(MetricStates(), now)

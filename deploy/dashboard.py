@@ -41,6 +41,19 @@ def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -
     return out
 
 
+#: one row per (replica, KeptnMetric): the three instant queries joined on their labels
+TABLE_TRANSFORMATIONS = [
+    {"id": "merge", "options": {}},
+    {
+        "id": "organize",
+        "options": {
+            "excludeByName": {"Time": True, "__name__": True},
+            "renameByName": {"Value #A": "value", "Value #B": "age (s)", "Value #C": "last fetch failed"},
+        },
+    },
+]
+
+
 def panel(
     kind: str,
     title: str,
@@ -52,6 +65,7 @@ def panel(
     **options: Any,
 ) -> dict[str, Any]:
     refs = "ABCDEFGH"
+    transformations = options.pop("transformations", [])
     return {
         "type": kind,
         "title": title,
@@ -61,6 +75,7 @@ def panel(
         "fieldConfig": {"defaults": {"unit": unit, **options.pop("defaults", {})}, "overrides": []},
         "options": options,
         "targets": [{**t, "refId": refs[i]} for i, t in enumerate(targets)],
+        "transformations": transformations,
     }
 
 
@@ -383,6 +398,7 @@ def sections() -> list[tuple[str, list[dict[str, Any]]]]:
                     width=24,
                     height=10,
                     showHeader=True,
+                    transformations=TABLE_TRANSFORMATIONS,
                 ),
             ],
         ),

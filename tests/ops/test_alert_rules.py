@@ -225,6 +225,36 @@ CASES: dict[str, list[tuple[str, list[dict[str, str]], str, list[dict[str, Any]]
             [],
         ),
     ],
+    "KeptnMetricNoValue": [
+        (
+            "a metric that never got a value, next to one that has one",
+            [
+                {"series": f'keptn_metric_staleness_bound_seconds{{{M_A},namespace="apps",name="typo"}}', "values": "30x20"},
+                {"series": f'keptn_metric_staleness_bound_seconds{{{M_A},namespace="apps",name="queue"}}', "values": "30x20"},
+                {"series": f'keptn_metric_value_age_seconds{{{M_A},namespace="apps",name="queue"}}', "values": "1x20"},
+            ],
+            "16m",
+            [
+                fires(
+                    {"job": "keptn-metrics", "instance": "10.0.0.1:9999", "pod": "keptn-metrics-a",
+                     "namespace": "apps", "name": "typo", "severity": "warning"},
+                    "KeptnMetric apps/typo has no value.",
+                    "KeptnMetric apps/typo has had no value on 10.0.0.1:9999 for 15 minutes (never fetched "
+                    "successfully); the APIs answer 503 for it.",
+                    "KeptnMetricNoValue",
+                )
+            ],
+        ),
+        (
+            "a new metric gets its first value within minutes",
+            [
+                {"series": f'keptn_metric_staleness_bound_seconds{{{M_A},namespace="apps",name="new"}}', "values": "30x20"},
+                {"series": f'keptn_metric_value_age_seconds{{{M_A},namespace="apps",name="new"}}', "values": "_x2 1x18"},
+            ],
+            "16m",
+            [],
+        ),
+    ],
     "KeptnMetricsAPIErrors": [
         (
             "2% of requests answer 500",

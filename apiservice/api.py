@@ -159,7 +159,10 @@ class MetricsApi:
             else:
                 self._request_key = raw
                 self._request = request
-                response = answer()
+                try:
+                    response = answer()
+                finally:
+                    self._request = None
         except ApiError as err:
             response = error_response(err)
         observe(route, response.status, time.perf_counter() - start)
@@ -319,8 +322,9 @@ class MetricsApi:
             return bytes_response(self._static["/apis"])
         doc = self._aggregated
         if doc is None:
-            custom = [(v, self._resources(f"{RESOURCE}/", "MetricValueList")) for v in CUSTOM_VERSIONS]
-            external = [(v, self._resources("", "ExternalMetricValueList")) for v in EXTERNAL_VERSIONS]
+            names = self._names()
+            custom = [(v, self._resources(f"{RESOURCE}/", "MetricValueList", names)) for v in CUSTOM_VERSIONS]
+            external = [(v, self._resources("", "ExternalMetricValueList", names)) for v in EXTERNAL_VERSIONS]
             doc = self._aggregated = aggregated_discovery.build(
                 [(CUSTOM_GROUP, custom), (EXTERNAL_GROUP, external)]
             )
@@ -347,9 +351,9 @@ class MetricsApi:
             )
         return bytes_response(body)
 
-    def _resources(self, prefix: str, kind: str) -> list[dict[str, Any]]:
+    def _resources(self, prefix: str, kind: str, names: list[str] | None = None) -> list[dict[str, Any]]:
         """APIResourceList entries, one per KeptnMetric name (capped); never empty."""
-        names = self._names() or ["*"]  # never empty: "*" stands for any KeptnMetric name
+        names = (self._names() if names is None else names) or ["*"]  # "*": any KeptnMetric name
         return [
             {"name": f"{prefix}{n}", "singularName": "", "namespaced": True, "kind": kind, "verbs": ["get"]}
             for n in names

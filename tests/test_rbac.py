@@ -260,8 +260,15 @@ DEPLOY_CASES = [
     ("no Secret updates", server("update", "", "secrets", SERVER_NS, "keptn-metrics-serving-ca"), False),
     # Events
     ("create core Events", server("create", "", "events", "shop"), True),
-    ("create events.k8s.io Events", server("create", "events.k8s.io", "events", "shop"), True),
+    ("it writes no events.k8s.io Events", server("create", "events.k8s.io", "events", "shop"), False),
     ("no Event deletion", server("delete", "", "events", "shop", "e"), False),
+    ("no Event patches", server("patch", "", "events", "shop", "e"), False),
+    ("no status get or update", server("update", MK, "keptnmetrics", "shop", "cpu", "status"), False),
+    (
+        "no Lease deletion",
+        server("delete", "coordination.k8s.io", "leases", SERVER_NS, "keptn-metrics"),
+        False,
+    ),
     # leader election in its own namespace
     ("get its Lease", server("get", "coordination.k8s.io", "leases", SERVER_NS, "keptn-metrics"), True),
     ("update its Lease", server("update", "coordination.k8s.io", "leases", SERVER_NS, "keptn-metrics"), True),

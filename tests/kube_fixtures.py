@@ -75,7 +75,17 @@ class KubeEnv:
     standin: KubeStandin | None
     client: KubeClient  # admin, for test setup
     admin_kubeconfig: str = ""
+    #: the server's user on the stand-in; any 403 it gets fails the test unless expect_denials
+    server_user: str = ""
+    expect_denials: bool = False
     _clients: list[KubeClient] = field(default_factory=list)
+
+    def server_denials(self) -> list[str]:
+        """The stand-in's 403 messages to the server's identity (deploy/'s RBAC said no)."""
+        if self.standin is None:
+            return []
+        denials = self.standin.denials
+        return [status["message"] for attrs, status in denials if attrs.user.name == self.server_user]
 
     @property
     def real(self) -> bool:
@@ -173,6 +183,7 @@ def standin_only(kube: KubeEnv) -> KubeStandin:
 async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
     standin: KubeStandin | None = None
     namespace = f"km-test-{secrets.token_hex(4)}"
+    server_user = ""
     if real_cluster():
         admin_kubeconfig = kubeconfig = os.environ["KUBECONFIG"]
         url = os.environ["KUBE_APISERVER_URL"]
@@ -182,7 +193,9 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
         url = await standin.start()
         admin_kubeconfig = str(write_kubeconfig(tmp_path / "admin.kubeconfig", url, ADMIN_TOKEN))
         server_token = f"server-sa-token-{secrets.token_hex(8)}"
-        standin.add_user(server_token, deploy_server_user(namespace))
+        server = deploy_server_user(namespace)
+        standin.add_user(server_token, server)
+        server_user = server.name
         kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", url, server_token))
     client = await KubeClient.create(admin_kubeconfig)
     await client.create_object(
@@ -197,6 +210,7 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
         standin=standin,
         client=client,
         admin_kubeconfig=admin_kubeconfig,
+        server_user=server_user,
     )
     try:
         yield env
@@ -210,3 +224,6 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
         await client.close()
         if standin is not None:
             await standin.stop()
+    if not env.expect_denials:
+        denied = env.server_denials()
+        assert not denied, "deploy/'s RBAC refused the server:\n" + "\n".join(denied)

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from apiservice.auth import Authorizer
-from tests.api.conftest import KubeReviews, Pki, World
+from tests.api.conftest import KubeReviews, Pki, World, metrics_reader_grant
 
 RES = "keptnmetrics.metrics.keptn.sh"
 OBJ = f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/{RES}/cpu/cpu"
@@ -189,6 +189,8 @@ async def test_always_allow_mode_needs_authentication_only(start, kube: KubeRevi
 
 async def test_anonymous_auth(start, kube: KubeReviews):
     api = await start("--anonymous-auth", "--authorization-mode", "Webhook")
+    assert (await api.get(EXT, api.session()))[0] == 403  # RBAC grants anonymous nothing by default
+    kube.rbac.add(*metrics_reader_grant({"kind": "User", "name": "system:anonymous"}))
     assert (await api.get(OBJ, api.session()))[0] == 200
     assert kube.sars[-1]["user"] == "system:anonymous" and kube.sars[-1]["groups"] == [
         "system:unauthenticated"

@@ -243,3 +243,24 @@ async def test_a_client_reads_a_v3_document_through_the_aggregator(aggregator: A
     reply = await aggregator.openapi_v3_document(key, alice, f"?{query}")
     assert reply.status == 200 and reply.headers["Cache-Control"] == "public, immutable"
     assert reply.json()["openapi"] == "3.0.0"
+
+
+async def test_a_stale_preferred_version_is_dropped_and_the_hpa_uses_the_next_one(
+    world: World, start, pki: Pki, tmp_path: Path, rbac: KubeReviews
+):
+    """v1beta2's APIService names a Service our certificate does not cover: its availability
+    check fails the TLS handshake, v1beta2 goes Stale, and client-go falls back to v1beta1."""
+    api = await _serve(world, start, pki, tmp_path)
+    fp = tmp_path / "fp.pem"
+    pki.front_proxy().private_key_and_cert_chain_pem.write_to_path(str(fp))
+    v1beta2 = next(a for a in APISERVICES if a.name == "v1beta2.custom.metrics.k8s.io")
+    elsewhere = APIService(v1beta2.group, v1beta2.version, "other-namespace", "other", 100, 200)
+    services = [elsewhere, *(a for a in APISERVICES if a is not v1beta2)]
+    async with Aggregator(api.base, pki.server_ca.cert_pem.bytes(), str(fp), services) as agg:
+        await agg.sync()
+        reason, message = agg.conditions[elsewhere.name]
+        assert reason == "FailedDiscoveryCheck" and "other.other-namespace.svc" in message, message
+        assert _freshness(agg)["custom.metrics.k8s.io/v1beta2"] == "Stale"
+        assert _freshness(agg)["custom.metrics.k8s.io/v1beta1"] == "Current"
+        item = await HorizontalPodAutoscaler(agg).object_metric("shop", RES, "cpu", "cpu")
+    assert item["metricName"] == "cpu" and item["value"] == "1500m"  # the v1beta1 shape

@@ -346,3 +346,20 @@ def test_authenticated_group_is_added_as_k8s_apiserver_does():
     assert with_authenticated_group(already) is already
     assert with_authenticated_group(ANONYMOUS).groups == ("system:unauthenticated",)
     assert with_authenticated_group(UserInfo("system:anonymous")).groups == ()
+
+
+async def test_front_proxy_uid_header_reaches_sar_only_when_configured(start, kube: KubeReviews):
+    """kube-apiserver 1.33+ forwards X-Remote-Uid; Go servers read it via requestheader-uid-headers."""
+    api = await start("--authorization-mode", "Webhook", "--requestheader-uid-headers", "X-Remote-Uid")
+    session = api.proxy("alice", ("devs",))
+    session._default_headers.add("X-Remote-Uid", "uid-123")
+    assert (await api.get(OBJ, session))[0] == 200
+    assert kube.sars[-1]["uid"] == "uid-123"
+
+
+async def test_front_proxy_uid_header_is_ignored_by_default(start, kube: KubeReviews):
+    api = await start("--authorization-mode", "Webhook")
+    session = api.proxy("alice", ("devs",))
+    session._default_headers.add("X-Remote-Uid", "uid-123")
+    assert (await api.get(OBJ, session))[0] == 200
+    assert "uid" not in kube.sars[-1]

@@ -14,18 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from metrics_server.aggregation import AGGREGATIONS
 from metrics_server.durations import DurationError, parse_duration
+from providers.registry import TYPE_NAMES as PROVIDER_TYPES
 
 METRICS_GROUP = "metrics.keptn.sh"
 METRICS_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
 VERSIONS_WITHOUT_RANGE = ("v1alpha1", "v1alpha2")
 STORAGE_VERSION = "v1"
 
-UPSTREAM_PROVIDER_TYPES = ("prometheus", "thanos", "cortex", "dynatrace", "dql", "datadog", "elastic")
-OUR_PROVIDER_TYPES = ("cloudwatch", "google", "azure", "http", "openmetrics")
-PROVIDER_TYPES = UPSTREAM_PROVIDER_TYPES + OUR_PROVIDER_TYPES
-
-AGGREGATIONS = ("p90", "p95", "p99", "max", "min", "avg", "median")
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
 

@@ -113,8 +113,6 @@ def select(
 
 
 class OpenMetricsProvider(Provider):
-    types = ("openmetrics",)
-
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self._session: aiohttp.ClientSession | None = None

@@ -51,8 +51,6 @@ def _labels(metric: Any) -> str:
 
 
 class PrometheusProvider(Provider):
-    types = ("prometheus", "thanos", "cortex")
-
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.base = config.target_server.rstrip("/")

@@ -51,9 +51,9 @@ JSON = dict[str, Any]
 
 @dataclass(frozen=True)
 class Decision:
-    """One reconcile's effects: `status` is merged into .status (None: no write), then the
-    Events are recorded, then the object is looked at again after `requeue_after` seconds
-    (None: only when it changes)."""
+    """One reconcile's effects: the Events are recorded, `status` is merged into .status (None:
+    no write), then the object is looked at again after `requeue_after` seconds (None: only
+    when it changes)."""
 
     status: JSON | None = None
     events: tuple[Event, ...] = ()

@@ -21,8 +21,8 @@ Analysis completes with those objectives scored 0. On completion: state Complete
 warning, raw (upstream's JSON), the keptn_analysis_result/keptn_objective_result gauges.
 
 Each reconcile reads, asks `decisions.py` what to do (pure functions, tested as tables) and
-carries the Decision out: the status as a JSON merge patch to the status subresource, then
-the core v1 Events (bodies from `kube/events.py`), then the requeue.
+carries the Decision out: the core v1 Events (bodies from `kube/events.py`), then the status
+as a JSON merge patch to the status subresource, then the requeue.
 """
 
 from __future__ import annotations
@@ -323,13 +323,16 @@ class LifecycleController:
     async def _apply(
         self, item: _Item, doc: JSON, decision: Decision, written: Callable[[], None] | None = None
     ) -> None:
-        """Carry a decision out: the status patch, then `written`, the Events, the requeue."""
+        """Carry a decision out: the Events, the status patch, then `written`, the requeue.
+
+        Events go first so that whoever sees the new status (a pipeline, `kubectl wait`) also
+        finds the Events that explain it."""
+        for event in decision.events:
+            await self.event(doc, item.kind, event)
         if decision.status is not None:
             await self._patch_status(item.kind, item.key, decision.status)
         if written is not None:
             written()
-        for event in decision.events:
-            await self.event(doc, item.kind, event)
         if decision.requeue_after is not None:
             self.requeue_after(item, decision.requeue_after)
 

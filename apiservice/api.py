@@ -575,13 +575,6 @@ class MetricsApi:
         )
 
 
-def build_app(api: MetricsApi) -> web.Application:
-    """A regular aiohttp Application around the API (for tests and embedding)."""
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app.router.add_route("*", "/{tail:.*}", api.handle)
-    return app
-
-
 def build_server(api: MetricsApi) -> web.Server:
     """aiohttp's low-level server: the API routes every path itself, so no router is needed."""
     return web.Server(api.handle, max_field_size=16384, access_log=None)  # type: ignore[arg-type]

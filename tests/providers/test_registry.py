@@ -159,3 +159,11 @@ def test_no_provider_class_carries_a_type_list() -> None:
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Provider):
                 assert "types" not in vars(value), f"{value.__name__}.types: the registry owns types"
+
+
+def test_the_readme_table_lists_exactly_the_registered_types() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Providers", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = [name for cell in first_cells for name in re.findall(r"`([a-z]+)`", cell)]
+    assert sorted(documented) == sorted(TYPE_NAMES)

@@ -7,7 +7,8 @@ short names. Differences, all additive:
 
 - every upstream version is served and ``v1`` is stored; conversion strategy ``None``
   (the schemas of v1alpha3 and later are identical, so relabelling is a conversion);
-- ``KeptnMetricsProvider.spec.type`` lists our extra provider types;
+- ``KeptnMetricsProvider.spec.type`` lists our extra provider types (the enum is
+  ``providers/registry.py``'s table, the aggregations ``metrics_server/aggregation.py``'s);
 - the rules upstream's admission webhooks enforce are CEL ``x-kubernetes-validations``
   (no webhook to run) and durations carry a pattern.
 

@@ -1,9 +1,9 @@
 """The HTTP side of custom.metrics.k8s.io (v1beta2, v1beta1) and external.metrics.k8s.io (v1beta1).
 
 One request handler parses the path itself (so every miss is a proper `Status`), then
-authenticates, authorizes with the attributes of DESIGN.md section 3, and answers with
-bytes encoded by orjson. Each KeptnMetric exposes exactly one metric, named after the
-KeptnMetric itself (as Keptn's HPA documentation uses it):
+authenticates, authorizes with the attributes listed in docs/api.md ("Authentication and
+authorization"), and answers with bytes encoded by orjson. Each KeptnMetric exposes exactly
+one metric, named after the KeptnMetric itself (as Keptn's HPA documentation uses it):
 
     GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/keptnmetrics.metrics.keptn.sh/{name}/{name}
 
@@ -597,13 +597,6 @@ class MetricsApi:
                 "items": items,
             }
         )
-
-
-def build_app(api: MetricsApi) -> web.Application:
-    """A regular aiohttp Application around the API (for tests and embedding)."""
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app.router.add_route("*", "/{tail:.*}", api.handle)
-    return app
 
 
 def build_server(api: MetricsApi) -> web.Server:

@@ -1,9 +1,9 @@
 """The HTTP side of custom.metrics.k8s.io (v1beta2, v1beta1) and external.metrics.k8s.io (v1beta1).
 
 One request handler parses the path itself (so every miss is a proper `Status`), then
-authenticates, authorizes with the attributes of DESIGN.md section 3, and answers with
-bytes encoded by orjson. Each KeptnMetric exposes exactly one metric, named after the
-KeptnMetric itself (as Keptn's HPA documentation uses it):
+authenticates, authorizes with the attributes listed in docs/api.md ("Authentication and
+authorization"), and answers with bytes encoded by orjson. Each KeptnMetric exposes exactly
+one metric, named after the KeptnMetric itself (as Keptn's HPA documentation uses it):
 
     GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/keptnmetrics.metrics.keptn.sh/{name}/{name}
 
@@ -23,8 +23,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from apiservice import openapi
+from apiservice import aggregated_discovery
 from apiservice.auth import Attributes, Authenticator, Authorizer, UserInfo
+from apiservice.openapi_endpoints import OpenApiV2, OpenApiV3
 from apiservice.quantity import QuantityError, format_quantity
 from apiservice.selectors import Selector, SelectorError, parse_selector
 from apiservice.selfmetrics import observe
@@ -95,6 +96,10 @@ class MetricsApi:
         #: single-metric answers by raw path: (key, metric, state, value, fetched, valid until, body)
         self._bodies: dict[str, tuple[ObjectKey, Any, Any, float, float, float, bytes]] = {}
         self._request_key: str | None = None
+        self._request: web.Request | None = None  # the request being answered (content negotiation)
+        self._aggregated: aggregated_discovery.Document | None = None
+        self._openapi_v2 = OpenApiV2()
+        self._openapi_v3 = OpenApiV3()
         self._static = {
             "/apis": orjson.dumps(
                 {
@@ -112,7 +117,6 @@ class MetricsApi:
             f"/apis/{EXTERNAL_GROUP}": orjson.dumps(
                 {"kind": "APIGroup", "apiVersion": "v1", **_group_json(EXTERNAL_GROUP, EXTERNAL_VERSIONS)}
             ),
-            "/openapi/v2": orjson.dumps(openapi.document()),
         }
         store.subscribe(self._on_store_event)
 
@@ -121,6 +125,7 @@ class MetricsApi:
         # Discovery lists names only: status updates (MODIFIED) never change it.
         if event.type is not EventType.MODIFIED and isinstance(event.obj, KeptnMetric):
             self._discovery.clear()
+            self._aggregated = None
 
     def always_allowed(self, path: str) -> bool:
         return path in self._allow_exact or (bool(self._allow_prefix) and path.startswith(self._allow_prefix))
@@ -153,7 +158,11 @@ class MetricsApi:
                 response = bytes_response(body)
             else:
                 self._request_key = raw
-                response = answer()
+                self._request = request
+                try:
+                    response = answer()
+                finally:
+                    self._request = None
         except ApiError as err:
             response = error_response(err)
         observe(route, response.status, time.perf_counter() - start)
@@ -186,13 +195,18 @@ class MetricsApi:
             return "health", nonresource, functools.partial(self.health, path)
         if path == "/metrics":
             return "metrics", nonresource, self.prometheus
+        if path == "/apis":
+            return "discovery", nonresource, self.apis
+        if path == "/openapi/v2":
+            return "openapi", nonresource, lambda: self._openapi_v2.serve(self._current())
+        if path == "/openapi/v3":
+            return "openapi", nonresource, lambda: self._openapi_v3.serve_root(self._current())
+        if path.startswith("/openapi/v3/"):
+            key = path[len("/openapi/v3/") :]
+            return "openapi", nonresource, lambda: self._openapi_v3.serve_group_version(key, self._current())
         static = self._static.get(path)
         if static is not None:
-            return (
-                ("openapi" if path.startswith("/openapi") else "discovery"),
-                nonresource,
-                (lambda: bytes_response(static)),
-            )
+            return "discovery", nonresource, (lambda: bytes_response(static))
         parts = path.strip("/").split("/")
         if len(parts) >= 3 and parts[0] == "apis":
             group, version, rest = parts[1], parts[2], parts[3:]
@@ -222,14 +236,6 @@ class MetricsApi:
                             self.external_value, version, ns, metric, query.get("labelSelector")
                         ),
                     )
-        if path == "/openapi/v3" or path.startswith("/openapi/v3/"):
-            return (
-                "openapi",
-                nonresource,
-                functools.partial(
-                    self.not_found, "OpenAPI v3 is not served; the aggregator falls back to /openapi/v2"
-                ),
-            )
         return "unknown", nonresource, functools.partial(self.not_found, None)
 
     def _resolve_custom(
@@ -304,6 +310,26 @@ class MetricsApi:
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
+    def _current(self) -> web.Request:
+        assert self._request is not None
+        return self._request
+
+    def apis(self) -> web.Response:
+        """`/apis`: the aggregated document when Accept asks for it, else the APIGroupList."""
+        headers = self._current().headers
+        version = aggregated_discovery.requested_version(headers.get("Accept", ""))
+        if version is None:
+            return bytes_response(self._static["/apis"])
+        doc = self._aggregated
+        if doc is None:
+            names = self._names()
+            custom = [(v, self._resources(f"{RESOURCE}/", "MetricValueList", names)) for v in CUSTOM_VERSIONS]
+            external = [(v, self._resources("", "ExternalMetricValueList", names)) for v in EXTERNAL_VERSIONS]
+            doc = self._aggregated = aggregated_discovery.build(
+                [(CUSTOM_GROUP, custom), (EXTERNAL_GROUP, external)]
+            )
+        return aggregated_discovery.respond(doc, version, headers.get("If-None-Match", ""))
+
     def _names(self) -> list[str]:
         names = sorted({m.meta.name for m in self.store.list_metrics()})
         return names[: self.discovery_limit]
@@ -319,21 +345,19 @@ class MetricsApi:
         key = f"{group}/{version}"
         body = self._discovery.get(key)
         if body is None:
-            names = self._names() or ["*"]  # never empty: "*" stands for any KeptnMetric name
-            resources = [
-                {
-                    "name": f"{prefix}{n}",
-                    "singularName": "",
-                    "namespaced": True,
-                    "kind": kind,
-                    "verbs": ["get"],
-                }
-                for n in names
-            ]
+            resources = self._resources(prefix, kind)
             body = self._discovery[key] = orjson.dumps(
                 {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": key, "resources": resources}
             )
         return bytes_response(body)
+
+    def _resources(self, prefix: str, kind: str, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """APIResourceList entries, one per KeptnMetric name (capped); never empty."""
+        names = (self._names() if names is None else names) or ["*"]  # "*": any KeptnMetric name
+        return [
+            {"name": f"{prefix}{n}", "singularName": "", "namespaced": True, "kind": kind, "verbs": ["get"]}
+            for n in names
+        ]
 
     # -- values -----------------------------------------------------------------------------
     def fresh_value(self, metric: KeptnMetric) -> tuple[float, float]:
@@ -573,13 +597,6 @@ class MetricsApi:
                 "items": items,
             }
         )
-
-
-def build_app(api: MetricsApi) -> web.Application:
-    """A regular aiohttp Application around the API (for tests and embedding)."""
-    app = web.Application(handler_args={"max_field_size": 16384})
-    app.router.add_route("*", "/{tail:.*}", api.handle)
-    return app
 
 
 def build_server(api: MetricsApi) -> web.Server:

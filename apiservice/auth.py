@@ -186,6 +186,8 @@ class RequestHeaderConfig:
 
     allowed_names: list[str] = field(default_factory=list)
     username_headers: list[str] = field(default_factory=lambda: ["X-Remote-User"])
+    #: none by default, as k8s.io/apiserver: the ConfigMap's `requestheader-uid-headers` names them
+    uid_headers: list[str] = field(default_factory=list)
     group_headers: list[str] = field(default_factory=lambda: ["X-Remote-Group"])
     extra_headers_prefixes: list[str] = field(default_factory=lambda: ["X-Remote-Extra-"])
 
@@ -223,6 +225,7 @@ class Authenticator:
                 break
         if not name:
             return None
+        uid = next((v for v in (headers.get(h, "") for h in rh.uid_headers) if v), "")
         groups: list[str] = []
         for h in rh.group_headers:
             groups.extend(getall(h))
@@ -234,7 +237,7 @@ class Authenticator:
                 if hl.startswith(p) and len(hl) > len(p):
                     extra.setdefault(unquote(hl[len(p) :]), []).append(v)
                     break
-        return UserInfo(name, "", tuple(groups), tuple(sorted((k, tuple(v)) for k, v in extra.items())))
+        return UserInfo(name, uid, tuple(groups), tuple(sorted((k, tuple(v)) for k, v in extra.items())))
 
     async def authenticate(self, request: web.Request) -> UserInfo:
         user = await self._authenticate(request)

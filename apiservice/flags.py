@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list of front-proxy certificate CNs allowed to assert identities (empty: any)",
     )
     g.add_argument("--requestheader-username-headers", default=None, help="default X-Remote-User")
+    g.add_argument(
+        "--requestheader-uid-headers",
+        default=None,
+        help="headers carrying the user's UID (kube-apiserver 1.33+ sends X-Remote-Uid; default: from the "
+        "authentication ConfigMap, else none)",
+    )
     g.add_argument("--requestheader-group-headers", default=None, help="default X-Remote-Group")
     g.add_argument("--requestheader-extra-headers-prefix", default=None, help="default X-Remote-Extra-")
     g.add_argument(
@@ -161,6 +167,7 @@ class ApiOptions:
     #: None = not given (Kubernetes mode then reads the ConfigMap); [] = any CN allowed.
     requestheader_allowed_names: list[str] | None = None
     requestheader_username_headers: list[str] | None = None
+    requestheader_uid_headers: list[str] | None = None
     requestheader_group_headers: list[str] | None = None
     requestheader_extra_headers_prefix: list[str] | None = None
     authentication_kubeconfig: str | None = None
@@ -212,6 +219,7 @@ class ApiOptions:
             requestheader_client_ca_file=args.requestheader_client_ca_file,
             requestheader_allowed_names=opt_csv("requestheader_allowed_names"),
             requestheader_username_headers=opt_csv("requestheader_username_headers"),
+            requestheader_uid_headers=opt_csv("requestheader_uid_headers"),
             requestheader_group_headers=opt_csv("requestheader_group_headers"),
             requestheader_extra_headers_prefix=opt_csv("requestheader_extra_headers_prefix"),
             authentication_kubeconfig=args.authentication_kubeconfig,

@@ -187,8 +187,6 @@ def parse_selector(text: str | None) -> Selector:
                     if v is None:
                         raise fail("missing ')'")
                     if v == ")":
-                        if values and values[-1] is None:  # pragma: no cover
-                            raise fail("empty value")
                         i += 1
                         break
                     if v == ",":

@@ -129,6 +129,7 @@ class _AuthConfigMap:
             rh.allowed_names = names or []
         for flag_value, key, attr in (
             (o.requestheader_username_headers, "requestheader-username-headers", "username_headers"),
+            (o.requestheader_uid_headers, "requestheader-uid-headers", "uid_headers"),
             (o.requestheader_group_headers, "requestheader-group-headers", "group_headers"),
             (
                 o.requestheader_extra_headers_prefix,
@@ -254,6 +255,8 @@ async def start_api(
         requestheader.allowed_names = list(o.requestheader_allowed_names)
     if o.requestheader_username_headers:
         requestheader.username_headers = list(o.requestheader_username_headers)
+    if o.requestheader_uid_headers:
+        requestheader.uid_headers = list(o.requestheader_uid_headers)
     if o.requestheader_group_headers:
         requestheader.group_headers = list(o.requestheader_group_headers)
     if o.requestheader_extra_headers_prefix:

@@ -15,6 +15,7 @@ REASONS = {
     403: "Forbidden",
     404: "NotFound",
     405: "MethodNotAllowed",
+    406: "NotAcceptable",
     500: "InternalError",
     503: "ServiceUnavailable",
 }

@@ -7,7 +7,8 @@ short names. Differences, all additive:
 
 - every upstream version is served and ``v1`` is stored; conversion strategy ``None``
   (the schemas of v1alpha3 and later are identical, so relabelling is a conversion);
-- ``KeptnMetricsProvider.spec.type`` lists our extra provider types;
+- ``KeptnMetricsProvider.spec.type`` lists our extra provider types (the enum is
+  ``providers/registry.py``'s table, the aggregations ``metrics_server/aggregation.py``'s);
 - the rules upstream's admission webhooks enforce are CEL ``x-kubernetes-validations``
   (no webhook to run) and durations carry a pattern.
 
@@ -23,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:  # run as a script from a checkout: read the registry beside it
+    sys.path.insert(0, _REPO)
+from metrics_server.aggregation import AGGREGATIONS  # noqa: E402
+from providers.registry import OUR_TYPES, TYPE_NAMES, UPSTREAM_TYPES  # noqa: E402
 
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 
@@ -40,9 +47,6 @@ QUANTITY: Schema = {
 }
 
 ATOMIC: dict[str, Any] = {"x-kubernetes-map-type": "atomic"}
-UPSTREAM_PROVIDER_TYPES = ["prometheus", "thanos", "cortex", "dynatrace", "dql", "datadog", "elastic"]
-OUR_PROVIDER_TYPES = ["cloudwatch", "google", "azure", "http", "openmetrics"]
-AGGREGATIONS = ["p90", "p95", "p99", "max", "min", "avg", "median"]
 
 
 def s(type_: str, description: str = "", **extra: Any) -> Schema:
@@ -162,8 +166,8 @@ def range_spec(with_rules: bool) -> Schema:
             "aggregation": s(
                 "string",
                 "Aggregation defines the type of aggregation function to be applied on the data. "
-                "Accepted values: p90, p95, p99, max, min, avg, median",
-                enum=AGGREGATIONS,
+                f"Accepted values: {', '.join(AGGREGATIONS)}",
+                enum=list(AGGREGATIONS),
             ),
             "interval": s(
                 "string",
@@ -341,10 +345,9 @@ def provider_schema() -> Schema:
                 ),
                 "type": s(
                     "string",
-                    "Type represents the provider type. Upstream: prometheus, thanos, cortex, dynatrace, "
-                    "dql, datadog, elastic. keptn-metrics adds: cloudwatch, google, azure, http, "
-                    "openmetrics.",
-                    enum=UPSTREAM_PROVIDER_TYPES + OUR_PROVIDER_TYPES,
+                    f"Type represents the provider type. Upstream: {', '.join(UPSTREAM_TYPES)}. "
+                    f"keptn-metrics adds: {', '.join(OUR_TYPES)}.",
+                    enum=list(TYPE_NAMES),
                 ),
             },
             ["targetServer"],

@@ -215,7 +215,7 @@ def chart_templates() -> dict[str, str]:
                 '- apiGroups: ["apiregistration.k8s.io"]\n'
                 '  resources: ["apiservices"]\n'
                 '  resourceNames: ["v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"]\n'
-                '  verbs: ["get", "patch"]\n'
+                '  verbs: ["patch"]\n'
             )
             text = _sub(
                 text,

@@ -27,15 +27,17 @@ def _avg(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
 
 
+# In upstream's order (the CRD enum, error messages and `--aggregation` choices read it).
 AGGREGATORS: dict[str, Callable[[Sequence[float]], float]] = {
+    "p90": _percentile(90),
+    "p95": _percentile(95),
+    "p99": _percentile(99),
     "max": max,
     "min": min,
     "avg": _avg,
     "median": statistics.median,
-    "p90": _percentile(90),
-    "p95": _percentile(95),
-    "p99": _percentile(99),
 }
+AGGREGATIONS: tuple[str, ...] = tuple(AGGREGATORS)
 
 
 def aggregate(name: str, values: Sequence[float]) -> float:

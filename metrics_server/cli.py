@@ -21,8 +21,10 @@ import orjson
 import yaml
 
 from metrics_server import logsetup
-from metrics_server.model import PROVIDER_TYPES, ValidationError, parse_metric, parse_provider, parse_secret
+from metrics_server.aggregation import AGGREGATIONS
+from metrics_server.model import ValidationError, parse_metric, parse_provider, parse_secret
 from metrics_server.state import rfc3339
+from providers.registry import BACKENDS, TYPE_NAMES
 
 EPILOG = """\
 examples:
@@ -113,9 +115,11 @@ def _add_query(sub: Any) -> None:
         "query",
         help="evaluate one query against a provider, exactly as the server would",
         description="Run one query. Exit status 0 and the value on stdout, or non-zero and a one-line error.",
+        epilog=_secret_keys_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(p)
-    p.add_argument("--provider-type", required=True, choices=PROVIDER_TYPES)
+    p.add_argument("--provider-type", required=True, choices=TYPE_NAMES)
     p.add_argument("--target-server", required=True, help="the provider's targetServer")
     p.add_argument(
         "--secret-file", help="a Secret manifest (YAML, data or stringData) with the provider's keys"
@@ -128,11 +132,17 @@ def _add_query(sub: Any) -> None:
         "--interval", help="range.interval (Go duration, e.g. 5m): query a range instead of an instant"
     )
     p.add_argument("--step", help="range.step (needs --aggregation)")
-    p.add_argument("--aggregation", choices=("p90", "p95", "p99", "max", "min", "avg", "median"))
+    p.add_argument("--aggregation", choices=AGGREGATIONS)
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before the query is abandoned")
     p.add_argument("-o", "--output", choices=("value", "json"), default="value")
     p.add_argument("query", help="the query, in the provider's language")
     p.set_defaults(func=_cmd_query)
+
+
+def _secret_keys_epilog() -> str:
+    lines = [f"  {b.name}: {', '.join(b.secret_keys)}" for b in BACKENDS]
+    head = "Secret keys each provider type may read (--secret-file; <secretKeyRef.key> is --secret-key):"
+    return head + "\n" + "\n".join(lines)
 
 
 def _add_validate(sub: Any) -> None:

@@ -56,10 +56,3 @@ def format_duration(seconds: float) -> str:
         else:
             out = sec
     return "-" + out if neg else out
-
-
-def to_promql_duration(seconds: float) -> str:
-    """Compact duration for PromQL / HTTP APIs: `300s` style, integral seconds where possible."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{round(seconds * 1000)}ms"

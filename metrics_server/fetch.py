@@ -120,10 +120,6 @@ class ProviderPool:
             await self._close(current)
         return client, config
 
-    def config_for(self, key: ObjectKey) -> ProviderConfig | None:
-        current = self._clients.get(key)
-        return current.config if current else None
-
     async def invalidate(self, key: ObjectKey) -> None:
         current = self._clients.pop(key, None)
         if current is not None:

@@ -14,18 +14,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from metrics_server.aggregation import AGGREGATIONS
 from metrics_server.durations import DurationError, parse_duration
+from metrics_server.validation import (
+    ValidationError,
+    check_api_version,
+    expect_map,
+    object_name,
+    split_api_version,
+    str_map,
+)
+from providers.registry import TYPE_NAMES as PROVIDER_TYPES
 
 METRICS_GROUP = "metrics.keptn.sh"
 METRICS_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
 VERSIONS_WITHOUT_RANGE = ("v1alpha1", "v1alpha2")
 STORAGE_VERSION = "v1"
 
-UPSTREAM_PROVIDER_TYPES = ("prometheus", "thanos", "cortex", "dynatrace", "dql", "datadog", "elastic")
-OUR_PROVIDER_TYPES = ("cloudwatch", "google", "azure", "http", "openmetrics")
-PROVIDER_TYPES = UPSTREAM_PROVIDER_TYPES + OUR_PROVIDER_TYPES
-
-AGGREGATIONS = ("p90", "p95", "p99", "max", "min", "avg", "median")
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
 
@@ -34,16 +39,6 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Upstream's kubebuilder pattern for range.interval / range.step.
 _UPSTREAM_DURATION = re.compile(r"^0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
-
-
-class ValidationError(ValueError):
-    """A manifest that upstream Keptn would reject; the message names object and field."""
-
-    def __init__(self, obj: str, field_path: str, message: str) -> None:
-        self.obj = obj
-        self.field_path = field_path
-        self.message = message
-        super().__init__(f"{obj}: {field_path}: {message}")
 
 
 @dataclass(frozen=True, order=True)
@@ -141,32 +136,8 @@ class Secret:
 Resource = KeptnMetric | KeptnMetricsProvider | Secret
 
 
-def _ref(doc: Mapping[str, Any], default_namespace: str) -> str:
-    md = doc.get("metadata") or {}
-    kind = doc.get("kind", "?")
-    ns = md.get("namespace") or default_namespace
-    return f"{kind} {ns}/{md.get('name', '?')}"
-
-
-def _expect_map(value: Any, obj: str, path: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ValidationError(obj, path, f"must be an object, got {type(value).__name__}")
-    return value
-
-
-def _str_map(value: Any, obj: str, path: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in _expect_map(value, obj, path).items():
-        if not isinstance(v, str):
-            raise ValidationError(obj, f"{path}.{k}", "must be a string")
-        out[str(k)] = v
-    return out
-
-
 def parse_meta(doc: Mapping[str, Any], obj: str, default_namespace: str) -> ObjectMeta:
-    md = _expect_map(doc.get("metadata"), obj, "metadata")
+    md = expect_map(doc.get("metadata"), obj, "metadata")
     name = md.get("name")
     if not isinstance(name, str) or not name:
         raise ValidationError(obj, "metadata.name", "is required")
@@ -179,30 +150,12 @@ def parse_meta(doc: Mapping[str, Any], obj: str, default_namespace: str) -> Obje
     return ObjectMeta(
         namespace=ns,
         name=name,
-        labels=_str_map(md.get("labels"), obj, "metadata.labels"),
-        annotations=_str_map(md.get("annotations"), obj, "metadata.annotations"),
+        labels=str_map(md.get("labels"), obj, "metadata.labels"),
+        annotations=str_map(md.get("annotations"), obj, "metadata.annotations"),
         resource_version=str(md.get("resourceVersion") or ""),
         uid=str(md.get("uid") or ""),
         generation=gen if isinstance(gen, int) else 0,
     )
-
-
-def _split_api_version(doc: Mapping[str, Any], obj: str) -> tuple[str, str]:
-    api_version = doc.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version:
-        raise ValidationError(obj, "apiVersion", "is required")
-    group, _, version = api_version.rpartition("/")
-    return group, version
-
-
-def _check_metrics_version(doc: Mapping[str, Any], obj: str) -> str:
-    group, version = _split_api_version(doc, obj)
-    if group != METRICS_GROUP or version not in METRICS_VERSIONS:
-        served = ", ".join(f"{METRICS_GROUP}/{v}" for v in METRICS_VERSIONS)
-        raise ValidationError(
-            obj, "apiVersion", f"{doc.get('apiVersion')!r} is not served (use one of {served})"
-        )
-    return version
 
 
 def _duration_field(value: Any, obj: str, path: str) -> str:
@@ -218,10 +171,10 @@ def _duration_field(value: Any, obj: str, path: str) -> str:
 
 
 def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnMetricsProvider:
-    obj = _ref(doc, default_namespace)
-    version = _check_metrics_version(doc, obj)
+    obj = object_name(doc, default_namespace)
+    version = check_api_version(doc, obj, METRICS_GROUP, METRICS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     ptype = spec.get("type")
     if version in ("v1alpha1", "v1alpha2") and ptype is None:
         ptype = "prometheus"  # early versions had no type field; upstream assumed Prometheus
@@ -235,7 +188,7 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
     ref = None
     raw_ref = spec.get("secretKeyRef")
     if raw_ref is not None:
-        raw_ref = _expect_map(raw_ref, obj, "spec.secretKeyRef")
+        raw_ref = expect_map(raw_ref, obj, "spec.secretKeyRef")
         rname = raw_ref.get("name")
         if not isinstance(rname, str) or not rname:
             raise ValidationError(obj, "spec.secretKeyRef.name", "is required")
@@ -260,11 +213,11 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
 
 
 def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnMetric:
-    obj = _ref(doc, default_namespace)
-    version = _check_metrics_version(doc, obj)
+    obj = object_name(doc, default_namespace)
+    version = check_api_version(doc, obj, METRICS_GROUP, METRICS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
-    provider = _expect_map(spec.get("provider"), obj, "spec.provider")
+    spec = expect_map(doc.get("spec"), obj, "spec")
+    provider = expect_map(spec.get("provider"), obj, "spec.provider")
     pname = provider.get("name")
     if not isinstance(pname, str) or not pname:
         raise ValidationError(obj, "spec.provider.name", "is required")
@@ -285,8 +238,8 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
             raise ValidationError(
                 obj, "spec.range", f"is not available in {METRICS_GROUP}/{version} (use v1)"
             )
-        mrange = _parse_range(_expect_map(raw_range, obj, "spec.range"), obj)
-    status = _expect_map(doc.get("status"), obj, "status")
+        mrange = _parse_range(expect_map(raw_range, obj, "spec.range"), obj)
+    status = expect_map(doc.get("status"), obj, "status")
     return KeptnMetric(
         meta=meta,
         provider_name=pname,
@@ -328,20 +281,20 @@ def _parse_range(raw: Mapping[str, Any], obj: str) -> MetricRange:
 
 
 def parse_secret(doc: Mapping[str, Any], default_namespace: str = "default") -> Secret:
-    obj = _ref(doc, default_namespace)
-    group, version = _split_api_version(doc, obj)
+    obj = object_name(doc, default_namespace)
+    group, version = split_api_version(doc, obj)
     if group != "" or version != "v1":
         raise ValidationError(obj, "apiVersion", "a Secret must be apiVersion v1")
     meta = parse_meta(doc, obj, default_namespace)
     data: dict[str, bytes] = {}
-    for k, v in _expect_map(doc.get("data"), obj, "data").items():
+    for k, v in expect_map(doc.get("data"), obj, "data").items():
         if not isinstance(v, str):
             raise ValidationError(obj, f"data.{k}", "must be a base64 string")
         try:
             data[str(k)] = base64.b64decode(v, validate=True)
         except (binascii.Error, ValueError):
             raise ValidationError(obj, f"data.{k}", "is not valid base64") from None
-    for k, v in _expect_map(doc.get("stringData"), obj, "stringData").items():
+    for k, v in expect_map(doc.get("stringData"), obj, "stringData").items():
         if not isinstance(v, str):
             raise ValidationError(obj, f"stringData.{k}", "must be a string")
         data[str(k)] = v.encode()  # stringData wins over data, as in Kubernetes
@@ -361,6 +314,6 @@ def parse_resource(doc: Mapping[str, Any], default_namespace: str = "default") -
         raise ValidationError("<document>", "", f"must be a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise ValidationError(_ref(doc, default_namespace), "kind", "is required")
+        raise ValidationError(object_name(doc, default_namespace), "kind", "is required")
     parser = PARSERS.get(kind)
     return parser(doc, default_namespace) if parser else None

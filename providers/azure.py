@@ -185,8 +185,6 @@ def parse_query(query: str) -> dict[str, Any]:
 
 
 class AzureProvider(Provider):
-    types = ("azure",)
-
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         quiet_sdk_logs()

@@ -11,7 +11,6 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,7 @@ class ProviderConfig:
 
 
 class Provider(ABC):
-    """A backend client. Subclasses set `types` and implement `query`."""
-
-    types: ClassVar[tuple[str, ...]] = ()
+    """A backend client. Subclasses implement `query`; providers/registry.py maps types to modules."""
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config

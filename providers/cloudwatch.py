@@ -181,8 +181,6 @@ def region_and_endpoint(config: ProviderConfig) -> tuple[str | None, str | None]
 
 
 class CloudWatchProvider(Provider):
-    types = ("cloudwatch",)
-
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.region, self.endpoint = region_and_endpoint(config)

@@ -37,7 +37,6 @@ def api_base(target: str) -> str:
 
 
 class DatadogProvider(HTTPProvider):
-    types = ("datadog",)
     label = "Datadog"
 
     def default_headers(self) -> dict[str, str]:

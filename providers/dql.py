@@ -157,7 +157,6 @@ def record_samples(record: dict[str, Any], end: float, step: float | None) -> li
 
 
 class DQLProvider(HTTPProvider):
-    types = ("dql",)
     label = "Dynatrace DQL"
 
     def __init__(self, config: ProviderConfig) -> None:

@@ -56,7 +56,6 @@ def resolution(step_seconds: float) -> str:
 
 
 class DynatraceProvider(HTTPProvider):
-    types = ("dynatrace",)
     label = "Dynatrace"
 
     def default_headers(self) -> dict[str, str]:

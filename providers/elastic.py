@@ -158,7 +158,6 @@ class SearchPlan:
 
 
 class ElasticProvider(HTTPProvider):
-    types = ("elastic",)
     label = "Elasticsearch"
 
     def default_headers(self) -> dict[str, str]:

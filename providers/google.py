@@ -157,8 +157,6 @@ def _timestamp(value: Any) -> float:
 
 
 class GoogleProvider(Provider):
-    types = ("google",)
-
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.host, self.project, self.plaintext = parse_target(config.target_server)

@@ -148,7 +148,6 @@ def samples_from(value: Any, stamps: Any, end: float, step: float | None) -> lis
 
 
 class HTTPJSONProvider(HTTPProvider):
-    types = ("http",)
     label = "HTTP endpoint"
 
     def default_headers(self) -> dict[str, str]:

@@ -19,13 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
-from providers.httpclient import http_error, new_session, request, safe_url
+from providers.httpclient import HTTPProvider, safe_url
 
 _AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "sum": sum,
@@ -112,17 +111,19 @@ def select(
     return found
 
 
-class OpenMetricsProvider(Provider):
-    types = ("openmetrics",)
+class OpenMetricsProvider(HTTPProvider):
+    label = "openmetrics"
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
-        self._session: aiohttp.ClientSession | None = None
         self._selectors: dict[str, Selector] = {}
 
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    def default_headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}
+        token = self.config.secret_text("token")
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
 
     async def query(self, query: str, window: Window) -> QueryResult:
         if not window.is_instant:
@@ -130,16 +131,10 @@ class OpenMetricsProvider(Provider):
         selector = self._selectors.get(query)
         if selector is None:
             selector = self._selectors[query] = parse_selector(query)
-        if self._session is None or self._session.closed:
-            headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}
-            token = self.config.secret_text("token")
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            self._session = new_session(self.config, headers)
         url = self.config.target_server
-        status, body = await request(self._session, "openmetrics", "GET", url)
+        status, body = await self.fetch("GET", url)
         if status != 200:
-            raise http_error("openmetrics", url, status, body)
+            raise self.status_error(url, status, body)
         text = body.decode("utf-8", errors="replace")
         found = select(text, selector, openmetrics=text.rstrip().endswith("# EOF"))
         if not found:

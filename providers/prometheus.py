@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import http_error, new_session, parse_json, request, safe_url
+from providers.httpclient import HTTPProvider, safe_url
 
 
 def _headers(config: ProviderConfig) -> dict[str, str]:
@@ -50,25 +50,18 @@ def _labels(metric: Any) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items())) + "}"
 
 
-class PrometheusProvider(Provider):
-    types = ("prometheus", "thanos", "cortex")
+class PrometheusProvider(HTTPProvider):
+    """One pooled session per KeptnMetricsProvider (HTTPProvider's); messages name the type."""
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self.base = config.target_server.rstrip("/")
-        self.kind = config.type
-        self._session: aiohttp.ClientSession | None = None
+        self.kind = self.label = config.type
         self._auth = _basic_auth(config)
         self._use_get = False
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = new_session(self.config, _headers(self.config))
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+    def default_headers(self) -> dict[str, str]:
+        return _headers(self.config)
 
     def _params(self, query: str, window: Window) -> tuple[str, dict[str, str]]:
         end = window.end if window.end is not None else time.time()
@@ -96,18 +89,17 @@ class PrometheusProvider(Provider):
                 payload = None  # proxies answer errors in HTML or plain text
             if isinstance(payload, dict) and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
-            raise http_error(self.kind, url, status, body, detail)
-        payload = parse_json(self.kind, url, body)
+            raise self.status_error(url, status, body, detail)
+        payload = self.json(url, body)
         return QueryResult(samples=self._samples(payload, window, url), raw=body)
 
     async def _exchange(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:
-        session = self._client()
         if not self._use_get:
-            status, body = await request(session, self.kind, "POST", url, data=params, auth=self._auth)
+            status, body = await self.fetch("POST", url, data=params, auth=self._auth)
             if status not in (405, 501):
                 return status, body
             self._use_get = True  # some proxies only allow GET; remember for this provider
-        return await request(session, self.kind, "GET", url, params=params, auth=self._auth)
+        return await self.fetch("GET", url, params=params, auth=self._auth)
 
     def _samples(self, payload: Any, window: Window, url: str) -> tuple[Sample, ...]:
         if not isinstance(payload, dict) or payload.get("status") != "success":

@@ -3,8 +3,15 @@
 With `KUBE_APISERVER_URL` and `KUBECONFIG` set (an envtest-style cluster with deploy/'s
 CRDs applied), tests run against that cluster, each in a fresh random namespace deleted
 afterwards. Otherwise an in-process stand-in (tests/kube_standin.py) is started on
-127.0.0.1 and a kubeconfig is written for it. Tests use the same client code for both;
+127.0.0.1 and kubeconfigs are written for it. Tests use the same client code for both;
 `kube.standin` is None on a real cluster (request counting is only possible on the stand-in).
+
+On the stand-in the test namespace is where deploy/ is installed: its ClusterRoles, Roles and
+bindings are applied (rendered into that namespace) and `kube.kubeconfig` / `new_client()`
+authenticate as the server's service account, so the code under test has exactly deploy/'s
+permissions and a missing verb is a 403. `kube.client` / `kube.admin_kubeconfig` are a
+`system:masters` admin for setting up data. On a real cluster all of them are KUBECONFIG's
+identity (that cluster does its own RBAC).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import pytest
 import pytest_asyncio
 
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
-from tests.kube_standin import KubeStandin, load_crd_schemas
+from tests.kube_standin import ADMIN_TOKEN, KubeStandin, load_crd_schemas
+from tests.rbac import deploy_rbac, deploy_server_user
 
 METRICS = ("metrics.keptn.sh", "v1")
 _PLURALS = {
@@ -62,11 +70,22 @@ def write_kubeconfig(path: Path, url: str, token: str = "standin-token") -> Path
 @dataclass
 class KubeEnv:
     url: str
-    kubeconfig: str
+    kubeconfig: str  # the server's identity (deploy/'s service account on the stand-in)
     namespace: str
     standin: KubeStandin | None
-    client: KubeClient
+    client: KubeClient  # admin, for test setup
+    admin_kubeconfig: str = ""
+    #: the server's user on the stand-in; any 403 it gets fails the test unless expect_denials
+    server_user: str = ""
+    expect_denials: bool = False
     _clients: list[KubeClient] = field(default_factory=list)
+
+    def server_denials(self) -> list[str]:
+        """The stand-in's 403 messages to the server's identity (deploy/'s RBAC said no)."""
+        if self.standin is None:
+            return []
+        denials = self.standin.denials
+        return [status["message"] for attrs, status in denials if attrs.user.name == self.server_user]
 
     @property
     def real(self) -> bool:
@@ -140,6 +159,19 @@ def provider_doc(
     }
 
 
+async def install_deploy_rbac(admin: KubeClient, namespace: str) -> None:
+    """`kubectl apply` of deploy/'s RBAC as installed into `namespace`, through the API."""
+    for doc in deploy_rbac(namespace):
+        plural = {
+            "ClusterRole": "clusterroles",
+            "ClusterRoleBinding": "clusterrolebindings",
+            "Role": "roles",
+            "RoleBinding": "rolebindings",
+        }[doc["kind"]]
+        ns = doc["metadata"].get("namespace")
+        await admin.create_object(resource_path("rbac.authorization.k8s.io", "v1", plural, ns), doc)
+
+
 @pytest.fixture
 def standin_only(kube: KubeEnv) -> KubeStandin:
     if kube.standin is None:
@@ -150,20 +182,36 @@ def standin_only(kube: KubeEnv) -> KubeStandin:
 @pytest_asyncio.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
     standin: KubeStandin | None = None
+    namespace = f"km-test-{secrets.token_hex(4)}"
+    server_user = ""
     if real_cluster():
-        kubeconfig = os.environ["KUBECONFIG"]
+        admin_kubeconfig = kubeconfig = os.environ["KUBECONFIG"]
         url = os.environ["KUBE_APISERVER_URL"]
     else:
         standin = KubeStandin(crd_schemas=deploy_crd_schemas())
         standin.bookmark_interval = 0.2
         url = await standin.start()
-        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", url))
-    client = await KubeClient.create(kubeconfig)
-    namespace = f"km-test-{secrets.token_hex(4)}"
+        admin_kubeconfig = str(write_kubeconfig(tmp_path / "admin.kubeconfig", url, ADMIN_TOKEN))
+        server_token = f"server-sa-token-{secrets.token_hex(8)}"
+        server = deploy_server_user(namespace)
+        standin.add_user(server_token, server)
+        server_user = server.name
+        kubeconfig = str(write_kubeconfig(tmp_path / "kubeconfig", url, server_token))
+    client = await KubeClient.create(admin_kubeconfig)
     await client.create_object(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     )
-    env = KubeEnv(url=url, kubeconfig=kubeconfig, namespace=namespace, standin=standin, client=client)
+    if standin is not None:
+        await install_deploy_rbac(client, namespace)
+    env = KubeEnv(
+        url=url,
+        kubeconfig=kubeconfig,
+        namespace=namespace,
+        standin=standin,
+        client=client,
+        admin_kubeconfig=admin_kubeconfig,
+        server_user=server_user,
+    )
     try:
         yield env
     finally:
@@ -176,3 +224,6 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeEnv]:
         await client.close()
         if standin is not None:
             await standin.stop()
+    if not env.expect_denials:
+        denied = env.server_denials()
+        assert not denied, "deploy/'s RBAC refused the server:\n" + "\n".join(denied)

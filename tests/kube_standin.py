@@ -18,14 +18,36 @@ enabled) answers for the resources the metrics server touches:
   ADDED/MODIFIED/DELETED/BOOKMARK events as newline-delimited JSON, label selector
   transitions reported as ADDED/DELETED, an `ERROR` event with a 410 `Expired` Status for
   versions older than the compaction point, `timeoutSeconds`;
-- TokenReview and SubjectAccessReview with configurable answers, /version, /api, /apis
-  and group discovery.
+- rbac.authorization.k8s.io/v1 Roles, RoleBindings, ClusterRoles, ClusterRoleBindings as
+  stored objects, seeded with the bootstrap policy of tests/rbac.py (cluster-admin bound to
+  system:masters, system:discovery, system:basic-user, system:public-info-viewer,
+  system:auth-delegator, system:kube-aggregator, system:controller:horizontal-pod-autoscaler,
+  kube-system/extension-apiserver-authentication-reader);
+- **authentication** of every request: `Authorization: Bearer <token>` looked up in `users`
+  (unknown token: 401 `Unauthorized` Status), no credentials: `system:anonymous` /
+  `system:unauthenticated` (or 401 with `anonymous_auth = False`); client certificates and
+  front-proxy headers are not accepted (the stand-in serves plain HTTP);
+- **authorization** of every request, discovery and /healthz included, with RBAC over the
+  stored roles and bindings (tests/rbac.py; `system:masters` always allowed), attributes
+  derived as kube-apiserver's RequestInfoFactory does (tests/kube_requests.py: list vs
+  watch, deletecollection, `fieldSelector=metadata.name=x` as the name, namespaces and
+  their subresources); a denial is a 403 `Forbidden` Status with kube-apiserver's message
+  (`<resource>.<group> "<name>" is forbidden: User "<u>" cannot <verb> resource "<r>" in
+  API group "<g>" in the namespace "<ns>"`) and is recorded in `denials`;
+- TokenReview answered from `users` (hook `token_reviewer`) and SubjectAccessReview answered
+  by the same RBAC authorizer (hook `access_reviewer`; malformed specs get 422 Invalid),
+  /version, /api, /apis and group discovery.
 
-Test hooks: `requests` (every request seen: verb, resource, namespace, name, subresource),
-`count()`, `compact()`, `drop_watches()`, `fail_next()`, `token_reviewer`,
-`access_reviewer`, `bookmark_interval`.
+Test hooks: `requests` (every authorized request: verb, resource, namespace, name,
+subresource), `count()`, `compact()`, `drop_watches()`, `fail_next()`, `add_user()`,
+`install()` (store objects as an admin would), `users`, `denials`, `token_reviewer`,
+`access_reviewer`, `authorizer`, `anonymous_auth`, `bookmark_interval`. `ADMIN_TOKEN`
+authenticates as a `system:masters` member for test setup.
 Not implemented (a real server has them): server-side apply, protobuf, finalizers and
-graceful deletion, schema validation of custom resources, admission.
+graceful deletion, CEL validation of custom resources, admission (so no RBAC escalation
+check on writing roles or bindings, no ServiceAccount objects or token issuance: tokens are
+whatever `users` maps), impersonation, the Node and Webhook authorizers, aggregation of
+ClusterRoles happens at evaluation time rather than by writing their `rules`.
 """
 
 from __future__ import annotations
@@ -44,7 +66,21 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.kube_requests import UNAUTHORIZED_STATUS, forbidden_status, request_attributes
+from tests.rbac import (
+    ANONYMOUS,
+    RBAC_GROUP,
+    SYSTEM_MASTERS,
+    Attributes,
+    KubeApiserverAuthorizer,
+    User,
+    bootstrap_policy,
+    with_authenticated_group,
+)
+
 JSON = dict[str, Any]
+ADMIN_TOKEN = "standin-admin-token"
+ADMIN = User("standin-admin", (SYSTEM_MASTERS, "system:authenticated"))
 
 
 @dataclass(frozen=True)
@@ -92,6 +128,10 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("", ("v1",), "namespaces", "Namespace", namespaced=False, status_subresource=True),
     ResourceType("coordination.k8s.io", ("v1",), "leases", "Lease"),
     ResourceType("events.k8s.io", ("v1",), "events", "Event"),
+    ResourceType(RBAC_GROUP, ("v1",), "roles", "Role"),
+    ResourceType(RBAC_GROUP, ("v1",), "rolebindings", "RoleBinding"),
+    ResourceType(RBAC_GROUP, ("v1",), "clusterroles", "ClusterRole", namespaced=False),
+    ResourceType(RBAC_GROUP, ("v1",), "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
 )
 
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -449,8 +489,16 @@ class KubeStandin:
         self.watchers: list[_Watcher] = []
         self.requests: list[Request] = []
         self.bookmark_interval = 1.0
-        self.token_reviewer: TokenReviewer = lambda token: None
-        self.access_reviewer: AccessReviewer = lambda spec: (True, "stand-in allows everything")
+        #: bearer token -> identity, for the stand-in's own callers and for TokenReviews
+        self.users: dict[str, User] = {ADMIN_TOKEN: ADMIN}
+        #: requests without credentials run as system:anonymous (kube-apiserver's default)
+        self.anonymous_auth = True
+        #: every request is authorized with RBAC over the stored roles and bindings
+        self.authorizer = KubeApiserverAuthorizer(self)
+        #: (attributes, Status) of every request answered 403, to explain a failing test
+        self.denials: list[tuple[Attributes, JSON]] = []
+        self.token_reviewer: TokenReviewer = self._review_token
+        self.access_reviewer: AccessReviewer = self.authorizer.review
         self._failures: list[tuple[Callable[[Request], bool], int, str]] = []
         self._by_path: dict[tuple[str, str, str], ResourceType] = {}
         for rt in RESOURCES:
@@ -458,6 +506,7 @@ class KubeStandin:
                 self._by_path[(rt.group, v, rt.plural)] = rt
         for ns in _INITIAL_NAMESPACES:
             self._store(self._rt("", "namespaces"), "", self._new_meta_obj("Namespace", "v1", ns, ""))
+        self.install(*bootstrap_policy())
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner: web.AppRunner | None = None
@@ -518,6 +567,45 @@ class KubeStandin:
         """Answer the next `times` requests matching `predicate` with a `code` Status."""
         for _ in range(times):
             self._failures.append((predicate, code, reason))
+
+    def add_user(self, token: str, user: User) -> None:
+        """Accept `token` as `user` (its groups as a TokenReview would return them)."""
+        self.users[token] = with_authenticated_group(user)
+
+    def install(self, *docs: JSON) -> None:
+        """Store objects as an admin's `kubectl apply` would (no authorization, no admission)."""
+        for doc in docs:
+            group, _, version = doc["apiVersion"].rpartition("/")
+            rt = next(r for r in RESOURCES if r.group == group and r.kind == doc["kind"])
+            obj = copy.deepcopy(doc)
+            md = obj.setdefault("metadata", {})
+            namespace = (md.get("namespace") or "default") if rt.namespaced else ""
+            if rt.namespaced:
+                md["namespace"] = namespace
+            old = self._bucket(rt).get((namespace, md["name"]))
+            md.setdefault("uid", old["metadata"]["uid"] if old else str(uuid.uuid4()))
+            md.setdefault("creationTimestamp", now_rfc3339())
+            obj["apiVersion"] = rt.api_version(version or rt.versions[0])
+            self._store(rt, namespace, obj, "MODIFIED" if old else "ADDED", old=old)
+
+    # -- the RBAC policy source (tests.rbac.PolicySource) over the stored objects ------------------
+    def _rbac(self, plural: str) -> dict[tuple[str, str], JSON]:
+        return self.objects.get((RBAC_GROUP, plural), {})
+
+    def cluster_role(self, name: str) -> JSON | None:
+        return self._rbac("clusterroles").get(("", name))
+
+    def cluster_roles(self) -> list[JSON]:
+        return [o for _, o in sorted(self._rbac("clusterroles").items())]
+
+    def role(self, namespace: str, name: str) -> JSON | None:
+        return self._rbac("roles").get((namespace, name))
+
+    def cluster_role_bindings(self) -> list[JSON]:
+        return [o for _, o in sorted(self._rbac("clusterrolebindings").items())]
+
+    def role_bindings(self, namespace: str) -> list[JSON]:
+        return [o for (ns, _), o in sorted(self._rbac("rolebindings").items()) if ns == namespace]
 
     def object(self, group: str, resource: str, namespace: str, name: str) -> JSON | None:
         obj = self.objects.get((group, resource), {}).get((namespace, name))
@@ -621,7 +709,29 @@ class KubeStandin:
         except ApiError as err:
             return web.json_response(err.status(), status=err.code)
 
+    def _authenticate(self, request: web.Request) -> User:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            user = self.users.get(token.strip())
+            if user is None:
+                raise ApiError(401, "Unauthorized", UNAUTHORIZED_STATUS["message"])
+            return user
+        if header or not self.anonymous_auth:
+            raise ApiError(401, "Unauthorized", UNAUTHORIZED_STATUS["message"])
+        return ANONYMOUS
+
+    def _authorize(self, request: web.Request) -> None:
+        """Authenticate, then authorize with RBAC; 401/403 Status objects as kube-apiserver's."""
+        attrs = request_attributes(request.method, request.path, request.query, self._authenticate(request))
+        decision = self.authorizer.authorize(attrs)
+        if not decision.allowed:
+            status = forbidden_status(attrs, decision.reason)
+            self.denials.append((attrs, status))
+            raise ApiError(403, "Forbidden", status["message"], status["details"])
+
     async def _route(self, request: web.Request) -> web.StreamResponse:
+        self._authorize(request)
         path = request.path.rstrip("/") or "/"
         if path in ("/version", "/api", "/apis", "/healthz", "/readyz", "/livez") or self._is_discovery(path):
             return self._discovery(path)
@@ -751,6 +861,10 @@ class KubeStandin:
         return body
 
     def _validate_name(self, rt: ResourceType, name: str) -> None:
+        if rt.group == RBAC_GROUP:  # RBAC names are path segments (ValidateRBACName): "a:b" is fine
+            if name in (".", "..") or "/" in name or "%" in name:
+                raise invalid(rt, name, "metadata.name", name, 'may not contain "/" or "%"')
+            return
         pattern = _DNS1123_LABEL if rt.plural == "namespaces" else _DNS1123_SUBDOMAIN
         if len(name) > 253 or not pattern.match(name):
             raise invalid(
@@ -1060,6 +1174,10 @@ class KubeStandin:
         return resp
 
     # -- auth reviews ------------------------------------------------------------------------------
+    def _review_token(self, token: str) -> JSON | None:
+        user = self.users.get(token)
+        return user.to_json() if user is not None else None
+
     async def _token_review(self, request: web.Request) -> web.Response:
         body = await self._body(request) or {}
         self.requests.append(Request("create", "authentication.k8s.io", "tokenreviews", "", "", ""))
@@ -1083,6 +1201,23 @@ class KubeStandin:
         body = await self._body(request) or {}
         self.requests.append(Request("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""))
         spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise ApiError(400, "BadRequest", "the object provided is unrecognized (spec must be an object)")
+        problems = []
+        if bool(spec.get("resourceAttributes")) == bool(spec.get("nonResourceAttributes")):
+            problems.append(
+                "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or "
+                "resourceAttributes must be specified"
+            )
+        if not spec.get("user") and not spec.get("groups"):
+            problems.append("spec.user: Invalid value: at least one of user or group must be specified")
+        if problems:
+            raise ApiError(
+                422,
+                "Invalid",
+                'SubjectAccessReview.authorization.k8s.io "" is invalid: ' + ", ".join(problems),
+                {"group": "authorization.k8s.io", "kind": "SubjectAccessReview"},
+            )
         allowed, reason = self.access_reviewer(spec)
         status: JSON = {"allowed": allowed}
         if reason:

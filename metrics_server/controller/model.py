@@ -24,14 +24,8 @@ from metrics_server.controller.targets import (
 )
 from metrics_server.controller.template import TemplateError, placeholders
 from metrics_server.durations import DurationError, parse_duration
-from metrics_server.model import (
-    ObjectKey,
-    ObjectMeta,
-    ValidationError,
-    _expect_map,
-    _split_api_version,
-    parse_meta,
-)
+from metrics_server.model import ObjectKey, ObjectMeta, parse_meta
+from metrics_server.validation import ValidationError, check_api_version, expect_map, object_name
 
 LIFECYCLE_GROUP = "lifecycle.keptn.sh"
 LIFECYCLE_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
@@ -185,20 +179,6 @@ LifecycleResource = (
 # -- parsing --------------------------------------------------------------------------------
 
 
-def _ref_name(doc: Mapping[str, Any], default_namespace: str) -> str:
-    md = doc.get("metadata") or {}
-    ns = (md.get("namespace") if isinstance(md, Mapping) else None) or default_namespace
-    name = md.get("name", "?") if isinstance(md, Mapping) else "?"
-    return f"{doc.get('kind', '?')} {ns}/{name}"
-
-
-def _check_version(doc: Mapping[str, Any], obj: str, group: str, versions: tuple[str, ...]) -> None:
-    g, v = _split_api_version(doc, obj)
-    if g != group or v not in versions:
-        served = ", ".join(f"{group}/{x}" for x in versions)
-        raise ValidationError(obj, "apiVersion", f"{doc['apiVersion']!r} is not served (use one of {served})")
-
-
 def _string(value: Any, obj: str, path: str, required: bool = False) -> str:
     if value is None or value == "":
         if required:
@@ -210,7 +190,7 @@ def _string(value: Any, obj: str, path: str, required: bool = False) -> str:
 
 
 def _object_ref(value: Any, obj: str, path: str) -> ObjectRef:
-    raw = _expect_map(value, obj, path)
+    raw = expect_map(value, obj, path)
     if not raw:
         raise ValidationError(obj, path, "is required")
     return ObjectRef(
@@ -245,10 +225,10 @@ def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
 def parse_evaluation_definition(
     doc: Mapping[str, Any], default_namespace: str = "default"
 ) -> KeptnEvaluationDefinition:
-    obj = _ref_name(doc, default_namespace)
-    _check_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
+    obj = object_name(doc, default_namespace)
+    check_api_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     raw_objectives = spec.get("objectives")
     if not isinstance(raw_objectives, list):
         raise ValidationError(
@@ -257,7 +237,7 @@ def parse_evaluation_definition(
     objectives = []
     for i, item in enumerate(raw_objectives):
         path = f"spec.objectives[{i}]"
-        item = _expect_map(item, obj, path)
+        item = expect_map(item, obj, path)
         ref = _object_ref(item.get("keptnMetricRef"), obj, f"{path}.keptnMetricRef")
         try:
             target = parse_evaluation_target(item.get("evaluationTarget"))
@@ -269,10 +249,10 @@ def parse_evaluation_definition(
 
 
 def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnEvaluation:
-    obj = _ref_name(doc, default_namespace)
-    _check_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
+    obj = object_name(doc, default_namespace)
+    check_api_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     retries, interval = _retries(spec, obj)
     return KeptnEvaluation(
         meta=meta,
@@ -286,15 +266,15 @@ def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default")
         check_type=_string(spec.get("checkType"), obj, "spec.checkType"),
         retries=retries,
         retry_interval=interval,
-        status=dict(_expect_map(doc.get("status"), obj, "status")),
+        status=dict(expect_map(doc.get("status"), obj, "status")),
     )
 
 
 def parse_value_template(doc: Mapping[str, Any], default_namespace: str = "default") -> AnalysisValueTemplate:
-    obj = _ref_name(doc, default_namespace)
-    _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
+    obj = object_name(doc, default_namespace)
+    check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     query = _string(spec.get("query"), obj, "spec.query", required=True)
     try:
         placeholders(query)
@@ -316,10 +296,10 @@ def _canonical_operator(raw: Mapping[str, Any]) -> dict[str, Any]:
 def parse_analysis_definition(
     doc: Mapping[str, Any], default_namespace: str = "default"
 ) -> AnalysisDefinition:
-    obj = _ref_name(doc, default_namespace)
-    _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
+    obj = object_name(doc, default_namespace)
+    check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     raw_objectives = spec.get("objectives") or []
     if not isinstance(raw_objectives, list):
         raise ValidationError(obj, "spec.objectives", "must be a list")
@@ -327,9 +307,9 @@ def parse_analysis_definition(
     seen: set[str] = set()
     for i, item in enumerate(raw_objectives):
         path = f"spec.objectives[{i}]"
-        item = _expect_map(item, obj, path)
+        item = expect_map(item, obj, path)
         ref = _object_ref(item.get("analysisValueTemplateRef"), obj, f"{path}.analysisValueTemplateRef")
-        target = _expect_map(item.get("target"), obj, f"{path}.target")
+        target = expect_map(item.get("target"), obj, f"{path}.target")
         ops: dict[str, AnalysisOperator | None] = {}
         raw_target: dict[str, Any] = {}
         for kind in ("failure", "warning"):
@@ -360,7 +340,7 @@ def parse_analysis_definition(
             )
         seen.add(objective.stored_key)
         objectives.append(objective)
-    total = _expect_map(spec.get("totalScore"), obj, "spec.totalScore")
+    total = expect_map(spec.get("totalScore"), obj, "spec.totalScore")
     if not total:
         raise ValidationError(obj, "spec.totalScore", "is required (passPercentage and warningPercentage)")
     percentages = {}
@@ -398,12 +378,12 @@ def parse_time(value: Any, obj: str, path: str) -> float:
 
 
 def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -> Analysis:
-    obj = _ref_name(doc, default_namespace)
-    _check_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
+    obj = object_name(doc, default_namespace)
+    check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
-    spec = _expect_map(doc.get("spec"), obj, "spec")
+    spec = expect_map(doc.get("spec"), obj, "spec")
     definition = _object_ref(spec.get("analysisDefinition"), obj, "spec.analysisDefinition")
-    tf = _expect_map(spec.get("timeframe"), obj, "spec.timeframe")
+    tf = expect_map(spec.get("timeframe"), obj, "spec.timeframe")
     has_recent = tf.get("recent") not in (None, "")
     has_from, has_to = tf.get("from") not in (None, ""), tf.get("to") not in (None, "")
     if (has_recent and (has_from or has_to)) or (not has_recent and not (has_from and has_to)):
@@ -423,13 +403,13 @@ def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -
         if not start < end:
             raise ValidationError(obj, "spec.timeframe", "from must be before to")
         timeframe = Timeframe(start=start, end=end)
-    args_raw = _expect_map(spec.get("args"), obj, "spec.args")
+    args_raw = expect_map(spec.get("args"), obj, "spec.args")
     args = {}
     for k, v in args_raw.items():
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise ValidationError(obj, f"spec.args.{k}", "must be a string")
         args[str(k)] = str(v)
-    return Analysis(meta, definition, timeframe, args, dict(_expect_map(doc.get("status"), obj, "status")))
+    return Analysis(meta, definition, timeframe, args, dict(expect_map(doc.get("status"), obj, "status")))
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], LifecycleResource]] = {

@@ -20,34 +20,30 @@ exponential backoff up to --analysis-max-retries (upstream retries forever), the
 Analysis completes with those objectives scored 0. On completion: state Completed, pass,
 warning, raw (upstream's JSON), the keptn_analysis_result/keptn_objective_result gauges.
 
-Status is written with JSON merge patches to the status subresource; Events via core v1.
+Each reconcile reads, asks `decisions.py` what to do (pure functions, tested as tables) and
+carries the Decision out: the core v1 Events (bodies from `kube/events.py`), then the status
+as a JSON merge patch to the status subresource, then the requeue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from metrics_server.controller.analysis import collect_values, stored_values, values_from_status
+from metrics_server.controller import decisions
+from metrics_server.controller.analysis import collect_values, values_from_status
+from metrics_server.controller.decisions import Decision
 from metrics_server.controller.evaluation import (
-    FAILED,
-    PENDING,
-    PROGRESSING,
-    SUCCEEDED,
     MetricReading,
     metric_candidates,
     not_found_message,
     reading_from_state,
     reading_from_status,
-    run_attempt,
 )
 from metrics_server.controller.flags import ControllerOptions
 from metrics_server.controller.gauges import AnalysisGauges, default_gauges
@@ -56,18 +52,15 @@ from metrics_server.controller.model import (
     AnalysisDefinition,
     AnalysisValueTemplate,
     KeptnEvaluationDefinition,
-    parse_analysis,
-    parse_analysis_definition,
-    parse_evaluation,
-    parse_evaluation_definition,
     parse_value_template,
 )
-from metrics_server.controller.scoring import score_analysis
+from metrics_server.controller.scoring import ObjectiveValue
 from metrics_server.fetch import ProviderPool
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
+from metrics_server.kube.events import Event, ObjectReference, default_instance, event_body
 from metrics_server.kube.informer import Informer
 from metrics_server.model import ObjectKey, ValidationError
-from metrics_server.state import MetricStates, parse_rfc3339, rfc3339
+from metrics_server.state import MetricStates, parse_rfc3339
 from metrics_server.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -76,7 +69,6 @@ JSON = dict[str, Any]
 LIFECYCLE = ("lifecycle.keptn.sh", "v1")
 METRICS = ("metrics.keptn.sh", "v1")
 EVALUATION, ANALYSIS = "KeptnEvaluation", "Analysis"
-COMPONENT = "keptn-metrics"
 
 
 class Clock(Protocol):
@@ -174,6 +166,7 @@ class LifecycleController:
         self._timers: dict[_Item, asyncio.Task[None]] = {}
         self._analysis_attempts: dict[tuple[ObjectKey, str], int] = {}
         self.pool = ProviderPool(store, timeout=options.fetch_timeout)
+        self.instance = default_instance()
         self.reconciles = 0  # observability and tests
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -312,36 +305,36 @@ class LifecycleController:
         if updated and key in self.cache[kind]:
             self.cache[kind][key] = updated
 
-    async def event(self, obj: JSON, kind: str, event_type: str, reason: str, message: str) -> None:
-        md = obj.get("metadata") or {}
-        ns, name = md.get("namespace", "default"), md.get("name", "")
-        stamp = rfc3339(self.clock.now())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": ns},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", ""),
-                "kind": kind,
-                "name": name,
-                "namespace": ns,
-                "uid": md.get("uid", ""),
-                "resourceVersion": md.get("resourceVersion", ""),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": event_type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": os.environ.get("POD_NAME") or os.environ.get("HOSTNAME", COMPONENT),
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+    async def event(self, obj: JSON, kind: str, event: Event) -> None:
+        involved = ObjectReference.of(obj, kind)
+        body = event_body(involved, event, now=self.clock.now(), instance=self.instance)
         try:
-            await self.client.create_object(resource_path("", "v1", "events", ns), body)
+            await self.client.create_object(resource_path("", "v1", "events", involved.namespace), body)
         except Exception as exc:  # events are best effort
-            log.warning("could not record event %s for %s %s/%s: %s", reason, kind, ns, name, exc)
+            log.warning(
+                "could not record event %s for %s %s/%s: %s",
+                event.reason,
+                kind,
+                involved.namespace,
+                involved.name,
+                exc,
+            )
+
+    async def _apply(
+        self, item: _Item, doc: JSON, decision: Decision, written: Callable[[], None] | None = None
+    ) -> None:
+        """Carry a decision out: the Events, the status patch, then `written`, the requeue.
+
+        Events go first so that whoever sees the new status (a pipeline, `kubectl wait`) also
+        finds the Events that explain it."""
+        for event in decision.events:
+            await self.event(doc, item.kind, event)
+        if decision.status is not None:
+            await self._patch_status(item.kind, item.key, decision.status)
+        if written is not None:
+            written()
+        if decision.requeue_after is not None:
+            self.requeue_after(item, decision.requeue_after)
 
     # -- KeptnEvaluation ---------------------------------------------------------------------
     def _reading(self, definition: KeptnEvaluationDefinition, index: int) -> MetricReading:
@@ -362,240 +355,75 @@ class LifecycleController:
         doc = self.cache[EVALUATION].get(item.key)
         if doc is None:
             return
-        now = self.clock.now()
-        try:
-            evaluation = parse_evaluation(doc, item.key.namespace)
-        except ValidationError as exc:
-            await self._fail_evaluation(doc, item.key, {}, 0, str(exc), "InvalidEvaluation")
+        step = decisions.triage_evaluation(doc, item.key.namespace, self.clock.now())
+        if isinstance(step, Decision):
+            await self._apply(item, doc, step)
             return
-        status = evaluation.status
-        overall = status.get("overallStatus")
-        if overall in (SUCCEEDED, FAILED):
-            return
-        retry_count = int(status.get("retryCount") or 0)
-        previous = (
-            status.get("evaluationStatus") if isinstance(status.get("evaluationStatus"), Mapping) else {}
-        )
-        start_time = status.get("startTime") or rfc3339(now)
-        if retry_count >= evaluation.retries:
-            await self._fail_evaluation(
-                doc,
-                item.key,
-                dict(previous or {}),
-                retry_count,
-                "retryCount exceeded",
-                "EvaluationFailed",
-                start_time,
-            )
-            return
-        dkey = ObjectKey(item.key.namespace, evaluation.evaluation_definition)
-        raw_definition = await self._get(LIFECYCLE[0], "keptnevaluationdefinitions", dkey)
+        raw_definition = await self._get(LIFECYCLE[0], "keptnevaluationdefinitions", step.definition_key)
         if raw_definition is None:
-            log.info("KeptnEvaluationDefinition %s of KeptnEvaluation %s not found; retrying", dkey, item.key)
-            if overall is None:
-                await self._patch_status(
-                    EVALUATION,
-                    item.key,
-                    {
-                        "overallStatus": PENDING,
-                        "retryCount": retry_count,
-                        "evaluationStatus": {},
-                        "startTime": start_time,
-                    },
-                )
-            self.requeue_after(item, self.options.definition_retry_interval)
-            return
-        try:
-            definition = parse_evaluation_definition(raw_definition, dkey.namespace)
-        except ValidationError as exc:
-            await self._fail_evaluation(
-                doc,
+            log.info(
+                "KeptnEvaluationDefinition %s of KeptnEvaluation %s not found; retrying",
+                step.definition_key,
                 item.key,
-                dict(previous or {}),
-                retry_count,
-                str(exc),
-                "InvalidEvaluationDefinition",
-                start_time,
             )
-            return
-        readings = {i: self._reading(definition, i) for i in range(len(definition.objectives))}
-        attempt = run_attempt(definition, readings, previous)
-        retry_count += 1
-        new_status: JSON = {
-            "retryCount": retry_count,
-            "evaluationStatus": {
-                **{k: None for k in (previous or {}) if k not in attempt.evaluation_status},
-                **attempt.evaluation_status,
-            },
-            "startTime": start_time,
-        }
-        if retry_count == 1 and overall in (None, PENDING):
-            await self.event(doc, EVALUATION, "Normal", "EvaluationStarted", f"evaluating {definition.key}")
-        if attempt.succeeded:
-            new_status.update(overallStatus=SUCCEEDED, endTime=rfc3339(self.clock.now()))
-            await self._patch_status(EVALUATION, item.key, new_status)
-            await self.event(
-                doc,
-                EVALUATION,
-                "Normal",
-                "EvaluationSucceeded",
-                f"all {len(attempt.outcomes)} objectives of {definition.key} met "
-                f"after {retry_count} attempt(s)",
-            )
-            return
-        failing = "; ".join(
-            f"{o.objective.metric_ref.name}: {o.message}" for o in attempt.outcomes if o.status == FAILED
+        decision = decisions.decide_evaluation(
+            step, raw_definition, self._readings, self.clock.now(), self.options.definition_retry_interval
         )
-        if retry_count >= evaluation.retries:
-            new_status.update(overallStatus=FAILED, endTime=rfc3339(self.clock.now()))
-            await self._patch_status(EVALUATION, item.key, new_status)
-            await self.event(
-                doc,
-                EVALUATION,
-                "Warning",
-                "EvaluationFailed",
-                f"retryCount exceeded ({retry_count}): {failing}",
-            )
-            return
-        new_status["overallStatus"] = PROGRESSING
-        await self._patch_status(EVALUATION, item.key, new_status)
-        self.requeue_after(item, evaluation.retry_interval_seconds)
+        await self._apply(item, doc, decision)
 
-    async def _fail_evaluation(
-        self,
-        doc: JSON,
-        key: ObjectKey,
-        evaluation_status: JSON,
-        retry_count: int,
-        message: str,
-        reason: str,
-        start_time: str | None = None,
-    ) -> None:
-        now = rfc3339(self.clock.now())
-        await self._patch_status(
-            EVALUATION,
-            key,
-            {
-                "overallStatus": FAILED,
-                "retryCount": retry_count,
-                "evaluationStatus": evaluation_status,
-                "startTime": start_time or now,
-                "endTime": now,
-            },
-        )
-        await self.event(doc, EVALUATION, "Warning", reason, message)
+    def _readings(self, definition: KeptnEvaluationDefinition) -> dict[int, MetricReading]:
+        return {i: self._reading(definition, i) for i in range(len(definition.objectives))}
 
     # -- Analysis ----------------------------------------------------------------------------
     async def reconcile_analysis(self, item: _Item) -> None:
         doc = self.cache[ANALYSIS].get(item.key)
         if doc is None:
             return
-        try:
-            analysis = parse_analysis(doc, item.key.namespace)
-        except ValidationError as exc:
-            await self.event(doc, ANALYSIS, "Warning", "InvalidAnalysis", str(exc))
+        analysis = decisions.triage_analysis(doc, item.key.namespace)
+        if isinstance(analysis, Decision):
+            await self._apply(item, doc, analysis)
             return
-        status = analysis.status
-        if status.get("state") == "Completed":
-            return
-        raw_definition = await self._get(METRICS[0], "analysisdefinitions", analysis.definition_key)
+        dkey = analysis.definition_key
+        raw_definition = await self._get(METRICS[0], "analysisdefinitions", dkey)
         if raw_definition is None:
-            log.info(
-                "AnalysisDefinition %s of Analysis %s not found; retrying", analysis.definition_key, item.key
-            )
-            if not status.get("state"):
-                await self._patch_status(
-                    ANALYSIS, item.key, {"state": "Pending", "timeframe": self._timeframe(analysis)}
-                )
-            self.requeue_after(item, self.options.definition_retry_interval)
+            log.info("AnalysisDefinition %s of Analysis %s not found; retrying", dkey, item.key)
+        definition = decisions.analysis_definition(
+            analysis, raw_definition, self.clock.now(), self.options.definition_retry_interval
+        )
+        if isinstance(definition, Decision):
+            await self._apply(item, doc, definition)
             return
-        try:
-            definition = parse_analysis_definition(raw_definition, analysis.definition_key.namespace)
-        except ValidationError as exc:
-            await self.event(doc, ANALYSIS, "Warning", "InvalidAnalysisDefinition", str(exc))
-            self.requeue_after(item, self.options.definition_retry_interval)
-            return
-        timeframe = self._timeframe(analysis)
+        timeframe = decisions.analysis_timeframe(analysis, self.clock.now())
         start = parse_rfc3339(timeframe["from"]) or 0.0
         end = parse_rfc3339(timeframe["to"]) or 0.0
-        templates = await self._templates(definition)
-        values = await collect_values(
+        values = await self._collect(analysis, definition, start, end)
+        attempt_key = (item.key, analysis.meta.uid)
+        attempt = self._analysis_attempts.get(attempt_key, 0) + 1
+        self._analysis_attempts[attempt_key] = attempt
+        decision = decisions.decide_analysis(definition, values, timeframe, attempt, self.options)
+
+        def completed() -> None:
+            if decision.result is not None:
+                self._analysis_attempts.pop(attempt_key, None)
+                self.gauges.report(item.key, start, end, decision.result)
+
+        await self._apply(item, doc, decision, completed)
+
+    async def _collect(
+        self, analysis: Analysis, definition: AnalysisDefinition, start: float, end: float
+    ) -> dict[str, ObjectiveValue]:
+        return await collect_values(
             analysis,
             definition,
-            templates=templates.get,
+            templates=(await self._templates(definition)).get,
             providers=self.store.get_provider,
             pool=self.pool,
             start=start,
             end=end,
             now=self.clock.now(),
             server_namespace=self.store.server_namespace,
-            done=values_from_status(status),
+            done=values_from_status(analysis.status),
         )
-        stored = stored_values(definition, values)
-        errors = {k: v.error for k, v in values.items() if v.error}
-        attempt_key = (item.key, analysis.meta.uid)
-        attempts = self._analysis_attempts.get(attempt_key, 0) + 1
-        self._analysis_attempts[attempt_key] = attempts
-        if errors and attempts < self.options.analysis_max_retries:
-            delay = min(
-                self.options.analysis_retry_interval * 2 ** (attempts - 1),
-                self.options.analysis_max_retry_interval,
-            )
-            await self._patch_status(
-                ANALYSIS, item.key, {"state": "Progressing", "storedValues": stored, "timeframe": timeframe}
-            )
-            await self.event(
-                doc,
-                ANALYSIS,
-                "Warning",
-                "AnalysisRetry",
-                f"attempt {attempts} of {self.options.analysis_max_retries}: "
-                + "; ".join(f"{k}: {v}" for k, v in errors.items())
-                + f"; retrying in {delay:g}s",
-            )
-            self.requeue_after(item, delay)
-            return
-        result = score_analysis(definition, values)
-        raw = json.dumps(result.raw(), separators=(",", ":"))
-        await self._patch_status(
-            ANALYSIS,
-            item.key,
-            {
-                "state": "Completed",
-                "pass": result.passed,
-                "warning": result.warning,
-                "raw": raw,
-                "storedValues": stored,
-                "timeframe": timeframe,
-            },
-        )
-        self._analysis_attempts.pop(attempt_key, None)
-        self.gauges.report(item.key, start, end, result)
-        verdict = "passed" if result.passed else "ended with a warning" if result.warning else "failed"
-        message = (
-            f"analysis {verdict}: score {result.total_score:g}/{result.maximum_score:g} "
-            f"({result.achieved_percentage:.1f}%)"
-        )
-        if errors:
-            message += "; values missing after retries: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
-        await self.event(
-            doc,
-            ANALYSIS,
-            "Normal" if result.passed else "Warning",
-            "AnalysisCompleted"
-            if result.passed
-            else "AnalysisFailed"
-            if not result.warning
-            else "AnalysisWarning",
-            message,
-        )
-
-    def _timeframe(self, analysis: Analysis) -> dict[str, str]:
-        stored = analysis.status.get("timeframe")
-        if isinstance(stored, Mapping) and stored.get("from") and stored.get("to"):
-            return {"from": str(stored["from"]), "to": str(stored["to"])}
-        start, end = analysis.timeframe.resolve(self.clock.now())
-        return {"from": rfc3339(start), "to": rfc3339(end)}
 
     async def _templates(self, definition: AnalysisDefinition) -> dict[ObjectKey, AnalysisValueTemplate]:
         out: dict[ObjectKey, AnalysisValueTemplate] = {}

@@ -20,7 +20,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 __all__ = ["MERGE_PATCH", "ApiException", "KubeClient", "error_reason", "resource_path"]
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 JSON = dict[str, Any]
 
 

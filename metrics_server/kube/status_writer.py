@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,8 +28,9 @@ from typing import Any
 
 from metrics_server import selfmetrics
 from metrics_server.kube.client import MERGE_PATCH, ApiException, KubeClient, resource_path
+from metrics_server.kube.events import COMPONENT, Event, ObjectReference, default_instance, event_body
 from metrics_server.model import METRICS_GROUP, KeptnMetric, ObjectKey
-from metrics_server.state import MetricState, parse_rfc3339, rfc3339
+from metrics_server.state import MetricState, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ STATUS_FIELDS = (
     "valueFetchedAt",
     "fetchFailed",
 )
-EVENT_MESSAGE_LIMIT = 1024
 FAILED_REASON = "MetricFetchFailed"
 RECOVERED_REASON = "MetricFetchRecovered"
 
@@ -118,7 +116,7 @@ class StatusWriter:
         workers: int = 4,
         api_version: str = "v1",
         events: bool = True,
-        component: str = "keptn-metrics",
+        component: str = COMPONENT,
         instance: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -131,7 +129,7 @@ class StatusWriter:
         self.api_version = api_version
         self.events_enabled = events
         self.component = component
-        self.instance = instance or os.environ.get("POD_NAME") or socket.gethostname()
+        self.instance = instance or default_instance()
         self.clock, self.wall_clock = clock, wall_clock
         self.retry_delay = retry_delay
         self.enabled = True
@@ -201,34 +199,22 @@ class StatusWriter:
             )
 
     def _queue_event(self, metric: KeptnMetric, etype: str, reason: str, message: str) -> None:
-        now = self.wall_clock()
-        stamp = rfc3339(now)
+        involved = ObjectReference(
+            api_version=f"{METRICS_GROUP}/{self.api_version}",
+            kind="KeptnMetric",
+            namespace=metric.meta.namespace,
+            name=metric.meta.name,
+            uid=metric.meta.uid,
+            resource_version=metric.meta.resource_version,
+        )
         self._events.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {
-                    "name": f"{metric.meta.name}.{time.time_ns():x}",
-                    "namespace": metric.meta.namespace,
-                },
-                "involvedObject": {
-                    "apiVersion": f"{METRICS_GROUP}/{self.api_version}",
-                    "kind": "KeptnMetric",
-                    "namespace": metric.meta.namespace,
-                    "name": metric.meta.name,
-                    "uid": metric.meta.uid or None,
-                    "resourceVersion": metric.meta.resource_version or None,
-                },
-                "reason": reason,
-                "message": message[:EVENT_MESSAGE_LIMIT],
-                "type": etype,
-                "source": {"component": self.component},
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "count": 1,
-                "reportingComponent": self.component,
-                "reportingInstance": self.instance,
-            }
+            event_body(
+                involved,
+                Event(etype, reason, message),
+                now=self.wall_clock(),
+                instance=self.instance,
+                component=self.component,
+            )
         )
         self._wake.set()
 

@@ -76,10 +76,6 @@ class Store(ABC):
             return own
         return self.get_provider(ObjectKey(self.server_namespace, metric.provider_name))
 
-    def metrics_using(self, provider: KeptnMetricsProvider) -> list[KeptnMetric]:
-        """Metrics whose provider reference resolves to `provider`."""
-        return [m for m in self.list_metrics() if self.resolve_provider(m) == provider]
-
 
 class IndexedStore(Store):
     """In-memory indexes plus listener fan-out; backends call `apply`/`replace_all`.

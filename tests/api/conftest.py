@@ -23,6 +23,7 @@ from apiservice.server import ApiRunner, start_api
 from metrics_server.model import ObjectKey, parse_metric
 from metrics_server.state import MetricStates
 from metrics_server.store.base import IndexedStore
+from tests.rbac import DEFAULT_SERVER_NAMESPACE, StaticPolicy, policy_with_deploy, sar_policy
 
 FRONT_PROXY_CN = "front-proxy-client"
 
@@ -133,16 +134,55 @@ def world() -> World:
 
 
 # -- a tiny stand-in for the Kubernetes API: TokenReview and SubjectAccessReview -----------
+def metrics_reader_grant(*subjects: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a cluster admin grants metric consumers: read both metrics APIs (and KeptnMetrics,
+    for the KEDA REST route), bound to `subjects` (default: every authenticated identity)."""
+    rbac = "rbac.authorization.k8s.io"
+    who = list(subjects) or [{"apiGroup": rbac, "kind": "Group", "name": "system:authenticated"}]
+    return [
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "test:metrics-reader"},
+            "rules": [
+                {
+                    "apiGroups": ["custom.metrics.k8s.io", "external.metrics.k8s.io"],
+                    "resources": ["*"],
+                    "verbs": ["get", "list"],
+                },
+                {"apiGroups": ["metrics.keptn.sh"], "resources": ["keptnmetrics"], "verbs": ["get"]},
+            ],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"test:metrics-reader:{who[0]['name']}"},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "test:metrics-reader"},
+            "subjects": who,
+        },
+    ]
+
+
+def cluster_rbac() -> StaticPolicy:
+    """kube-apiserver's bootstrap policy, deploy/'s RBAC and `metrics_reader_grant()`."""
+    return policy_with_deploy(DEFAULT_SERVER_NAMESPACE, *metrics_reader_grant())
+
+
 @dataclass
 class KubeReviews:
     tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: decides SARs: spec -> (allowed, reason); default allows everything
-    policy: Callable[[dict[str, Any]], tuple[bool, str]] = lambda spec: (True, "")
+    #: the cluster's roles and bindings; add to it to grant more
+    rbac: StaticPolicy = field(default_factory=cluster_rbac)
+    #: decides SARs: spec -> (allowed, reason); default: RBAC over `rbac`, as kube-apiserver
+    policy: Callable[[dict[str, Any]], tuple[bool, str]] = field(init=False)
     token_reviews: list[str] = field(default_factory=list)
     sars: list[dict[str, Any]] = field(default_factory=list)
     patches: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     url: str = ""
+
+    def __post_init__(self) -> None:
+        self.policy = sar_policy(self.rbac)
 
 
 @pytest.fixture

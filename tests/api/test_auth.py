@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from apiservice.auth import Authorizer
-from tests.api.conftest import KubeReviews, Pki, World
+from tests.api.conftest import KubeReviews, Pki, World, metrics_reader_grant
 
 RES = "keptnmetrics.metrics.keptn.sh"
 OBJ = f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/{RES}/cpu/cpu"
@@ -189,6 +189,8 @@ async def test_always_allow_mode_needs_authentication_only(start, kube: KubeRevi
 
 async def test_anonymous_auth(start, kube: KubeReviews):
     api = await start("--anonymous-auth", "--authorization-mode", "Webhook")
+    assert (await api.get(EXT, api.session()))[0] == 403  # RBAC grants anonymous nothing by default
+    kube.rbac.add(*metrics_reader_grant({"kind": "User", "name": "system:anonymous"}))
     assert (await api.get(OBJ, api.session()))[0] == 200
     assert kube.sars[-1]["user"] == "system:anonymous" and kube.sars[-1]["groups"] == [
         "system:unauthenticated"
@@ -344,3 +346,20 @@ def test_authenticated_group_is_added_as_k8s_apiserver_does():
     assert with_authenticated_group(already) is already
     assert with_authenticated_group(ANONYMOUS).groups == ("system:unauthenticated",)
     assert with_authenticated_group(UserInfo("system:anonymous")).groups == ()
+
+
+async def test_front_proxy_uid_header_reaches_sar_only_when_configured(start, kube: KubeReviews):
+    """kube-apiserver 1.33+ forwards X-Remote-Uid; Go servers read it via requestheader-uid-headers."""
+    api = await start("--authorization-mode", "Webhook", "--requestheader-uid-headers", "X-Remote-Uid")
+    session = api.proxy("alice", ("devs",))
+    session._default_headers.add("X-Remote-Uid", "uid-123")
+    assert (await api.get(OBJ, session))[0] == 200
+    assert kube.sars[-1]["uid"] == "uid-123"
+
+
+async def test_front_proxy_uid_header_is_ignored_by_default(start, kube: KubeReviews):
+    api = await start("--authorization-mode", "Webhook")
+    session = api.proxy("alice", ("devs",))
+    session._default_headers.add("X-Remote-Uid", "uid-123")
+    assert (await api.get(OBJ, session))[0] == 200
+    assert "uid" not in kube.sars[-1]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from apiservice.quantity import MAX_SERVABLE, QuantityError, format_quantity, parse_quantity, servable
 
 TABLE = [
-    # DESIGN.md section 3
+    # docs/api.md, "Values"
     (1.5, "1500m"),
     (1000, "1k"),
     (1500, "1500"),

@@ -166,7 +166,7 @@ async def test_object_name_must_be_the_metric(api):
         f"{EXTERNAL}/namespaces/shop/cpu/extra",
         "/apis/other.group/v1",
         "/nothing",
-        "/openapi/v3",
+        "/openapi/v3/apis/other.group/v1",
     ],
 )
 async def test_not_found_is_a_status(api, path):

@@ -78,6 +78,8 @@ def local_manifests(prometheus_url: str) -> str:
 
 SCRAPER = "system:serviceaccount:keptn-system:keptn-metrics-scraper"
 SCRAPER_TOKEN = "token-of-keptn-metrics-scraper"
+OTHER_TOKEN = "token-of-a-service-account-without-the-binding"
+COMPONENT = ROOT / "deploy" / "components" / "service-monitor"
 
 
 def scrape_config(targets: dict[str, int]) -> str:
@@ -247,8 +249,7 @@ async def stand(kube: KubeEnv, tmp_path: Path) -> AsyncIterator[Stand]:
         )
         result = Stand(prom_url, servers, ns)
         if kube.standin is not None:  # a real cluster reviews with its own RBAC
-            kube.standin.token_reviewer = scraper_only
-            kube.standin.access_reviewer = metrics_reader_only(result.access_reviews)
+            install_scraper_identity(kube.standin, result.access_reviews)
         try:
             await result.wait_ready(procs)
             yield result
@@ -265,27 +266,24 @@ async def stand(kube: KubeEnv, tmp_path: Path) -> AsyncIterator[Stand]:
                     await proc.wait()
 
 
-def scraper_only(token: str) -> dict[str, Any] | None:
-    """TokenReview as the API server answers it for the scraper's ServiceAccount token only."""
-    if token != SCRAPER_TOKEN:
-        return None
-    groups = ["system:serviceaccounts", "system:serviceaccounts:keptn-system", "system:authenticated"]
-    return {"username": SCRAPER, "uid": "0f6c", "groups": groups}
+def install_scraper_identity(standin: Any, seen: list[dict[str, Any]]) -> None:
+    """The service-monitor component's RBAC, applied as an admin would, and its ServiceAccount's
+    token known to TokenReview; SubjectAccessReviews stay answered by the stand-in's RBAC
+    (recorded in `seen`). A second service account without the binding, for the negative case."""
+    from tests.rbac import service_account_user
 
+    docs = yaml.safe_load_all((COMPONENT / "scraper-rbac.yaml").read_text(encoding="utf-8"))
+    standin.install(*(d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")))
+    standin.add_user(SCRAPER_TOKEN, service_account_user("keptn-system", "keptn-metrics-scraper"))
+    standin.add_user(OTHER_TOKEN, service_account_user("monitoring", "someone-else"))
+    review = standin.access_reviewer
 
-def metrics_reader_only(seen: list[dict[str, Any]]) -> Callable[[dict[str, Any]], tuple[bool, str]]:
-    """RBAC with ClusterRole keptn-metrics:metrics-reader bound to the scraper, nothing else."""
-
-    def review(spec: dict[str, Any]) -> tuple[bool, str]:
+    def recorded(spec: dict[str, Any]) -> tuple[bool, str]:
         seen.append(spec)
-        if spec.get("user") == SCRAPER and spec.get("nonResourceAttributes") == {
-            "path": "/metrics",
-            "verb": "get",
-        }:
-            return True, 'RBAC: allowed by ClusterRoleBinding "keptn-metrics:metrics-reader"'
-        return False, ""
+        answer: tuple[bool, str] = review(spec)
+        return answer
 
-    return review
+    standin.access_reviewer = recorded
 
 
 def has_data(data: dict[str, Any]) -> bool:
@@ -389,9 +387,10 @@ async def test_every_panel_variable_and_alert_query_returns_data(stand: Stand) -
 
 
 async def test_the_scraper_identity_is_all_the_metrics_port_needs(stand: Stand, kube: KubeEnv) -> None:
-    """The ServiceMonitor's token and ClusterRole satisfy the metrics port's authentication, and
-    nothing less does: while /metrics is protected (--keda-auth), every review it asks is
-    `get /metrics` by the scraper. Where /metrics is not protected (yet), it says so."""
+    """The ServiceMonitor's token and the component's ClusterRole (applied to the stand-in's
+    RBAC) satisfy the metrics port's authentication, and nothing less does: no token, an
+    unknown token, another service account's token. Where /metrics is not protected (yet), the
+    test says so."""
     if kube.standin is None:
         pytest.skip("reviews are answered by the real cluster's RBAC")
     port = stand.servers["kube"]["metrics"]
@@ -404,12 +403,17 @@ async def test_the_scraper_identity_is_all_the_metrics_port_needs(stand: Stand, 
     async with stand.http.get(f"http://127.0.0.1:{port}/metrics") as anonymous:
         anonymous_status = anonymous.status
     async with stand.http.get(
-        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer someone-else"}
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": "Bearer not-a-token"}
     ) as stranger:
         stranger_status = stranger.status
+    async with stand.http.get(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {OTHER_TOKEN}"}
+    ) as unbound:
+        unbound_status = unbound.status
     metrics_reviews = [s for s in stand.access_reviews if "nonResourceAttributes" in s]
     if anonymous_status == 200:
         assert metrics_reviews == [], "an open /metrics asks no reviews"
         pytest.xfail("/metrics on the metrics port is not authenticated yet (issue 10: --keda-auth)")
-    assert (anonymous_status, stranger_status) in ((401, 401), (401, 403), (403, 403))
-    assert metrics_reviews and all(s["user"] == SCRAPER for s in metrics_reviews)
+    assert anonymous_status in (401, 403) and stranger_status == 401 and unbound_status == 403
+    assert {s["user"] for s in metrics_reviews} == {SCRAPER, "system:serviceaccount:monitoring:someone-else"}
+    assert all(s["nonResourceAttributes"] == {"path": "/metrics", "verb": "get"} for s in metrics_reviews)

@@ -76,6 +76,19 @@ def gauge_from(gauge: Gauge, owner: Any, read: Callable[[Any], float]) -> None:
     gauge.set_function(current)
 
 
+def report_lease_held(lease: str, held: bool | None) -> None:
+    """Every Lease this replica campaigns for (the leader Lease, fetch shards): True while it
+    holds it, False while it campaigns, None once it stops campaigning (the series goes).
+    KeptnMetricsNoLeader fires for a Lease every campaigner reports False for."""
+    if held is None:
+        try:
+            LEASE_HELD.remove(lease)
+        except KeyError:
+            pass
+    else:
+        LEASE_HELD.labels(lease).set(1.0 if held else 0.0)
+
+
 def report_certificate_expiry(certificate: str, not_after: float | None) -> None:
     """Record (or, with None, forget) when a certificate expires."""
     if not_after is None:

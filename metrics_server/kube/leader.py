@@ -88,7 +88,7 @@ class LeaderElector:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
         if self._task is None:
-            selfmetrics.LEASE_HELD.labels(self.name).set(0)  # campaigning
+            selfmetrics.report_lease_held(self.name, False)  # campaigning
             self._task = asyncio.create_task(self.run(), name=f"leader election {self.name}")
         return self._task
 
@@ -105,10 +105,7 @@ class LeaderElector:
             self._stop_leading()
             if release:
                 await self.release()
-        try:
-            selfmetrics.LEASE_HELD.remove(self.name)  # no longer campaigning
-        except KeyError:
-            pass
+        selfmetrics.report_lease_held(self.name, None)  # no longer campaigning
 
     async def run(self) -> None:
         """Campaign, lead until the Lease is lost, campaign again; forever (cancel to stop)."""
@@ -121,7 +118,7 @@ class LeaderElector:
     # -- callbacks -----------------------------------------------------------------------------
     def _start_leading(self) -> None:
         self.leading = True
-        selfmetrics.LEASE_HELD.labels(self.name).set(1)
+        selfmetrics.report_lease_held(self.name, True)
         log.info("%s: started leading (Lease %s/%s)", self.identity, self.namespace, self.name)
         if self.on_started_leading:
             self.on_started_leading()
@@ -130,7 +127,7 @@ class LeaderElector:
         if not self.leading:
             return
         self.leading = False
-        selfmetrics.LEASE_HELD.labels(self.name).set(0)
+        selfmetrics.report_lease_held(self.name, False)
         log.info("%s: stopped leading (Lease %s/%s)", self.identity, self.namespace, self.name)
         if self.on_stopped_leading:
             self.on_stopped_leading()

@@ -226,7 +226,17 @@ async def test_malformed_subject_access_reviews_are_invalid(kube: KubeEnv, stand
     status, body = await call(
         kube, "POST", SAR, ADMIN_TOKEN, {"spec": {"nonResourceAttributes": {"path": "/apis", "verb": "get"}}}
     )
-    assert status == 422 and "at least one of user or group" in body["message"]
+    assert status == 422 and body["message"] == (
+        'SubjectAccessReview.authorization.k8s.io "" is invalid: '
+        'spec.user: Invalid value: "": at least one of user or group must be specified'
+    )
+    both = sar(
+        "alice", resourceAttributes={"verb": "get"}, nonResourceAttributes={"path": "/", "verb": "get"}
+    )
+    status, body = await call(kube, "POST", SAR, ADMIN_TOKEN, both)
+    assert status == 422 and "cannot be specified in combination with resourceAttributes" in body["message"]
+    status, body = await call(kube, "POST", TOKEN_REVIEW, ADMIN_TOKEN, {"spec": {}})
+    assert status == 400 and body["message"] == "token is required for TokenReview in authentication"
 
 
 async def test_creating_reviews_needs_auth_delegator(kube: KubeEnv, standin_only: KubeStandin) -> None:

@@ -190,7 +190,9 @@ def sar(user: str, groups: list[str] | None = None, **attrs: Any) -> dict[str, A
 
 async def test_subject_access_reviews_are_answered_by_rbac(kube: KubeEnv, standin_only: KubeStandin) -> None:
     token = server_token(standin_only, kube)  # may create SARs: deploy/ binds system:auth-delegator
-    discovery = {"nonResourceAttributes": {"path": "/apis/custom.metrics.k8s.io/v1beta2", "verb": "get"}}
+    discovery: dict[str, Any] = {
+        "nonResourceAttributes": {"path": "/apis/custom.metrics.k8s.io/v1beta2", "verb": "get"}
+    }
     # kube-aggregator's discovery fallback as the server saw it before it added system:authenticated
     status, review = await call(kube, "POST", SAR, token, sar("system:kube-aggregator", **discovery))
     assert status == 201 and review["status"] == {"allowed": False}
@@ -203,7 +205,7 @@ async def test_subject_access_reviews_are_answered_by_rbac(kube: KubeEnv, standi
         'to Group "system:authenticated"',
     }
     hpa = service_account_user("kube-system", "horizontal-pod-autoscaler")
-    metric = {
+    metric: dict[str, Any] = {
         "resourceAttributes": {
             "namespace": "shop",
             "verb": "get",

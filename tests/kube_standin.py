@@ -579,7 +579,9 @@ class KubeStandin:
         """Store objects as an admin's `kubectl apply` would (no authorization, no admission)."""
         for doc in docs:
             group, _, version = doc["apiVersion"].rpartition("/")
-            rt = next(r for r in RESOURCES if r.group == group and r.kind == doc["kind"])
+            rt = next((r for r in RESOURCES if r.group == group and r.kind == doc["kind"]), None)
+            if rt is None:
+                raise KeyError(f"the stand-in does not serve {doc['apiVersion']} {doc['kind']}")
             obj = copy.deepcopy(doc)
             md = obj.setdefault("metadata", {})
             namespace = (md.get("namespace") or "default") if rt.namespaced else ""

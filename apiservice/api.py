@@ -2,10 +2,16 @@
 
 One request handler parses the path itself (so every miss is a proper `Status`), then
 authenticates, authorizes with the attributes listed in docs/api.md ("Authentication and
-authorization"), and answers with bytes encoded by orjson. Each KeptnMetric exposes exactly
-one metric, named after the KeptnMetric itself (as Keptn's HPA documentation uses it):
+authorization"), and answers with bytes encoded by orjson. Each KeptnMetric is one metric.
+Discovery names it after the KeptnMetric itself (as Keptn's HPA documentation uses it), and,
+as upstream Keptn does, an Object request answers whatever metric name it asks for (the item
+echoes that name):
 
     GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/keptnmetrics.metrics.keptn.sh/{name}/{name}
+
+A wildcard object (`*`, also `%2A`) lists every KeptnMetric of the namespace that matches
+`labelSelector`, whatever the metric segment (`*/*` is Keptn's documented form); items
+name each KeptnMetric's own metric for `*`, else the metric asked for.
 
 Values are served only while fresh: no value yet, a value older than the staleness bound,
 or a value that is not a finite number HPA can read gives 503 for a single metric and is
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -391,14 +397,26 @@ class MetricsApi:
         except SelectorError as exc:
             raise ApiError(400, str(exc)) from None
 
+    @staticmethod
+    def _item_selector(labels: Mapping[str, str], metric_sel: Selector) -> dict[str, Any]:
+        """The item's metric selector: the metricLabelSelector asked for, else (as upstream Keptn
+        answers) `matchLabels` = the KeptnMetric's labels, keys sorted as Go encodes a map."""
+        if not metric_sel.empty:
+            return metric_sel.to_label_selector()
+        return {"matchLabels": dict(sorted(labels.items()))} if labels else {}
+
     def _item(
-        self, version: str, described: dict[str, str], metric_name: str, served: Served, metric_sel: Selector
+        self,
+        version: str,
+        described: dict[str, str],
+        metric_name: str,
+        served: Served,
+        metric_sel: Selector,
+        labels: Mapping[str, str],
     ) -> dict[str, Any]:
-        selector = metric_sel.to_label_selector() if not metric_sel.empty else None
+        selector = self._item_selector(labels, metric_sel)
         if version == "v1beta2":
-            ident: dict[str, Any] = {"name": metric_name}
-            if selector is not None:
-                ident["selector"] = selector
+            ident: dict[str, Any] = {"name": metric_name, "selector": selector}
             item: dict[str, Any] = {
                 "describedObject": described,
                 "metric": ident,
@@ -447,7 +465,8 @@ class MetricsApi:
                     raise
                 unavailable = unavailable or err
                 continue
-            items.append(self._item(version, described, metric, served, metric_sel))
+            name = m.meta.name if metric == "*" else metric
+            items.append(self._item(version, described, name, served, metric_sel, m.meta.labels))
         if single and not items:
             raise ApiError(
                 404, f'the metric "{metric}" has no series matching metricLabelSelector "{metric_sel.text}"'
@@ -505,12 +524,6 @@ class MetricsApi:
             obj = self.store.get_metric(ObjectKey(namespace, name))
             if obj is None:
                 raise ApiError(404, f'{RESOURCE} "{name}" not found in namespace "{namespace}"')
-            if name != metric:
-                raise ApiError(
-                    404,
-                    f'the metric "{metric}" is not available for KeptnMetric {namespace}/{name}: '
-                    f'a KeptnMetric has one metric, named after itself ("{name}")',
-                )
             if not objects.matches(obj.meta.labels):
                 raise ApiError(
                     404, f'KeptnMetric {namespace}/{name} does not match labelSelector "{objects.text}"'
@@ -519,14 +532,9 @@ class MetricsApi:
                 obj,
                 lambda: self._collect(version, [(obj, self._described(obj))], metric, metrics, single=True),
             )
-        # Wildcard: the KeptnMetric named `metric` in this namespace (never another one), or in
-        # every namespace for the cluster-scoped form (authorized at the cluster scope).
-        if namespace is not None:
-            found = self.store.get_metric(ObjectKey(namespace, metric))
-            pool = [found] if found is not None else []
-        else:
-            pool = [m for m in self.store.list_metrics() if m.meta.name == metric]
-        pool.sort(key=lambda m: m.key)
+        # Wildcard, any metric segment: every KeptnMetric of this namespace (never another
+        # one's), or of every namespace for the cluster-scoped form (authorized at the cluster scope).
+        pool = sorted(self.store.list_metrics(namespace), key=lambda m: m.key)
         candidates = [(m, self._described(m)) for m in pool if objects.matches(m.meta.labels)]
         return self._collect(version, candidates, metric, metrics, single=False)
 

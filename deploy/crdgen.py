@@ -568,8 +568,8 @@ def analysis_definition_schema() -> Schema:
                     ["passPercentage", "warningPercentage"],
                     rules=[
                         {
-                            "rule": "self.warningPercentage <= self.passPercentage",
-                            "message": "warningPercentage must not be greater than passPercentage",
+                            "rule": "self.warningPercentage < self.passPercentage",
+                            "message": "warningPercentage must be smaller than passPercentage",
                         }
                     ],
                 ),

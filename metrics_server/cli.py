@@ -288,31 +288,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from metrics_server.store.local import load_file, manifest_files
+    from metrics_server.validate import check_paths
 
-    errors = 0
-    count = 0
-    for root in args.paths:
-        path = Path(root)
-        if not path.exists():
-            print(f"error: {root}: no such file or folder", file=sys.stderr)
-            errors += 1
-            continue
-        for file in manifest_files(path):
-            try:
-                objects, problems = load_file(file)
-            except (OSError, yaml.YAMLError) as exc:
-                print(f"error: {file}: {' '.join(str(exc).split())}", file=sys.stderr)
-                errors += 1
-                continue
-            count += len(objects)
-            for problem in problems:
-                print(f"error: {problem.path}: {problem.message}", file=sys.stderr)
-                errors += 1
-    if errors:
-        print(f"{errors} problem(s) found", file=sys.stderr)
+    report = check_paths(args.paths)
+    for problem in report.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
         return 1
-    print(f"ok: {count} Keptn object(s) valid")
+    print(f"ok: {report.checked} Keptn object(s) valid")
     return 0
 
 

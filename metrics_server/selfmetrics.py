@@ -3,17 +3,23 @@
 Process-wide counters and histograms live in the default registry (explicit, module-level
 metric objects, as prometheus_client intends). Per-KeptnMetric gauges are rendered from
 the live MetricStates at scrape time, so a deleted metric's series disappear at once and
-namespaces never collide (labels are namespace and name, never "ns-name").
+namespaces never collide (labels are namespace and name, never "ns-name"): the
+`keptn_metric_value{namespace,name}` family, and upstream Keptn's one gauge per KeptnMetric
+named after it (see `upstream_gauge_name`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import time
+import unicodedata
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from metrics_server.state import MetricStates, staleness_bound
@@ -143,6 +149,93 @@ def per_metric_exposition(states: MetricStates, now: float | None = None) -> byt
     return "".join(out).encode()
 
 
+#: client_golang's (legacy) metric name rule, which upstream's prometheus/common v0.47 enforces
+_VALID_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+#: sample names the text format derives from a family name
+_SAMPLE_SUFFIXES = ("", "_total", "_created", "_bucket", "_count", "_sum", "_gcount", "_gsum", "_info")
+
+
+def upstream_gauge_name(name: str) -> str | None:
+    """The gauge name upstream Keptn gives a KeptnMetric (metrics-operator's
+    `normalizeMetricName`): runs of characters that are neither a Unicode letter nor a
+    decimal digit become one `_`, leading and trailing runs are dropped (`my-app.rps` ->
+    `my_app_rps`). None when that is no valid Prometheus name (it starts with a digit):
+    upstream's registration fails then and the gauge is never exposed."""
+    words, word = [], []
+    for ch in name:
+        if ch.isalpha() or unicodedata.category(ch) == "Nd":
+            word.append(ch)
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    normalized = "_".join(words)
+    return normalized if _VALID_NAME.fullmatch(normalized) else None
+
+
+@functools.lru_cache(maxsize=65536)
+def _upstream_gauge_name_cached(name: str) -> str | None:
+    return upstream_gauge_name(name)
+
+
+def upstream_gauges_exposition(states: MetricStates, reserved: Iterable[str]) -> bytes:
+    """Upstream's gauge per KeptnMetric, as in Keptn's "expose-keptn-metric" example
+    (`# HELP <name> <name>`), without upstream's two bugs: series carry `namespace` and
+    `name` labels, so equal names in two namespaces never collide, and a deleted
+    KeptnMetric's series disappear (upstream keeps its gauges forever). A family with no
+    value yet has no sample (upstream reports 0). Names taken by our own families are skipped.
+
+    Rendered directly, byte for byte what prometheus_client renders for these families (one
+    family per KeptnMetric name is the expensive part of a scrape through metric families)."""
+    taken = frozenset(reserved)
+    families: dict[str, list[tuple[str, str, float | None]]] = {}
+    for state in states.values():
+        gauge = _upstream_gauge_name_cached(state.key.name)
+        if gauge is not None and gauge not in taken:
+            families.setdefault(gauge, []).append((state.key.namespace, state.key.name, state.value))
+    out: list[str] = []
+    for gauge in sorted(families):
+        members = sorted(families[gauge], key=lambda m: (m[0], m[1]))
+        help_text = ", ".join(sorted({name for _, name, _ in members}))  # upstream: the name
+        out.append(f"# HELP {gauge} {_help(help_text)}\n# TYPE {gauge} gauge\n")
+        for namespace, name, value in members:
+            if value is not None:
+                out.append(
+                    f'{gauge}{{name="{_label_value(name)}",namespace="{_label_value(namespace)}"}} '
+                    f"{floatToGoString(value)}\n"
+                )
+    return "".join(out).encode()
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class _Families:
+    """Already collected families, in the shape `generate_latest` reads."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def _sample_names(families: Iterable[Metric]) -> set[str]:
+    return {f.name + suffix for f in families for suffix in _SAMPLE_SUFFIXES} | {
+        s.name for f in families for s in f.samples
+    }
+
+
 def exposition(states: MetricStates) -> bytes:
     """The text exposition every `/metrics` serves: process-wide metrics and per-KeptnMetric gauges."""
-    return generate_latest(REGISTRY) + per_metric_exposition(states)
+    own = list(REGISTRY.collect())
+    reserved = _sample_names(own) | {
+        name + suffix for name, _ in PER_METRIC_FAMILIES for suffix in _SAMPLE_SUFFIXES
+    }
+    return (
+        generate_latest(_Families(own))
+        + per_metric_exposition(states)
+        + upstream_gauges_exposition(states, reserved)
+    )

@@ -22,7 +22,8 @@ RAW_VALUE_LIMIT = 1024 * 1024  # rawValue is capped at 1 MiB, as Keptn's status 
 
 
 def format_value(value: float) -> str:
-    """Format a float like Go's `%v`: shortest digits, exponent form outside [1e-4, 1e21)."""
+    """The shortest decimal that reads back as `value`: plain notation for 1e-4 <= |value| < 1e21,
+    exponent form (`1e+21`, `1e-05`) outside. Not Go's `%v`, which uses exponent form from 1e+06."""
     if math.isnan(value) or math.isinf(value):
         raise ValueError("non-finite values are never formatted")
     if value == 0:

@@ -5,11 +5,13 @@ Query: a Datadog metrics query, e.g. `avg:system.cpu.user{env:prod}` or
 with `by {tag}` that returns several is an error (drop the `by`, or aggregate).
 
 Window:
-- instant: the last 5 minutes (upstream looked at a whole day); the newest non-null point;
+- instant: the last 5 minutes (as upstream); the newest non-null point (upstream: the mean);
 - range: `from=now-<interval>`; the points Datadog returns at its own rollup (the evaluator
   takes the newest, or aggregates them);
-- range+step: the v2 timeseries API with `interval=<step>` so Datadog rolls up to the step.
-Nulls are skipped; no data at all is an error.
+- range+step: the v2 timeseries API with `interval=<step>` so Datadog rolls up to the step
+  (upstream: v1 with `interval=<step seconds>`).
+Nulls are skipped; no data at all is an error (upstream: 0). docs/providers-http.md
+describes upstream's provider exactly.
 
 Target: the API host (`https://api.datadoghq.eu`) or just the site (`datadoghq.eu`,
 `us5.datadoghq.com`), which becomes `https://api.<site>`.

@@ -10,8 +10,10 @@ On the stand-in the test namespace is where deploy/ is installed: its ClusterRol
 bindings are applied (rendered into that namespace) and `kube.kubeconfig` / `new_client()`
 authenticate as the server's service account, so the code under test has exactly deploy/'s
 permissions and a missing verb is a 403. `kube.client` / `kube.admin_kubeconfig` are a
-`system:masters` admin for setting up data. On a real cluster all of them are KUBECONFIG's
-identity (that cluster does its own RBAC).
+`system:masters` admin for setting up data. Any 403 the server's identity gets fails the
+test at teardown (deploy/ lacks a verb) unless the test sets `kube.expect_denials`. On a
+real cluster all of them are KUBECONFIG's identity (that cluster does its own RBAC, and the
+tests do not install cluster-scoped RBAC there).
 """
 
 from __future__ import annotations

@@ -34,8 +34,11 @@ enabled) answers for the resources the metrics server touches:
   their subresources); a denial is a 403 `Forbidden` Status with kube-apiserver's message
   (`<resource>.<group> "<name>" is forbidden: User "<u>" cannot <verb> resource "<r>" in
   API group "<g>" in the namespace "<ns>"`) and is recorded in `denials`;
-- TokenReview answered from `users` (hook `token_reviewer`) and SubjectAccessReview answered
-  by the same RBAC authorizer (hook `access_reviewer`; malformed specs get 422 Invalid),
+- TokenReview answered from `users` (hook `token_reviewer`; the groups include
+  `system:authenticated`, as kube-apiserver's do: its TokenReview runs the request
+  authenticator chain, AuthenticatedGroupAdder included) and SubjectAccessReview answered by
+  the same RBAC authorizer (hook `access_reviewer`; specs failing kube-apiserver's validation
+  get 422 Invalid),
   /version, /api, /apis and group discovery.
 
 Test hooks: `requests` (every authorized request: verb, resource, namespace, name,
@@ -576,7 +579,9 @@ class KubeStandin:
         """Store objects as an admin's `kubectl apply` would (no authorization, no admission)."""
         for doc in docs:
             group, _, version = doc["apiVersion"].rpartition("/")
-            rt = next(r for r in RESOURCES if r.group == group and r.kind == doc["kind"])
+            rt = next((r for r in RESOURCES if r.group == group and r.kind == doc["kind"]), None)
+            if rt is None:
+                raise KeyError(f"the stand-in does not serve {doc['apiVersion']} {doc['kind']}")
             obj = copy.deepcopy(doc)
             md = obj.setdefault("metadata", {})
             namespace = (md.get("namespace") or "default") if rt.namespaced else ""
@@ -1182,6 +1187,8 @@ class KubeStandin:
         body = await self._body(request) or {}
         self.requests.append(Request("create", "authentication.k8s.io", "tokenreviews", "", "", ""))
         token = ((body.get("spec") or {}).get("token")) or ""
+        if not token:
+            raise ApiError(400, "BadRequest", "token is required for TokenReview in authentication")
         user = self.token_reviewer(token)
         status: JSON = {"authenticated": True, "user": user} if user else {"error": "invalid bearer token"}
         if not user:
@@ -1203,19 +1210,30 @@ class KubeStandin:
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
             raise ApiError(400, "BadRequest", "the object provided is unrecognized (spec must be an object)")
+        # pkg/apis/authorization/validation.ValidateSubjectAccessReviewSpec
         problems = []
-        if bool(spec.get("resourceAttributes")) == bool(spec.get("nonResourceAttributes")):
+        res, non = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+        if res is not None and non is not None:
             problems.append(
-                "spec.resourceAttributes: Invalid value: exactly one of nonResourceAttributes or "
+                "spec.nonResourceAttributes: Invalid value: "
+                f"{json.dumps(non)}: cannot be specified in combination with resourceAttributes"
+            )
+        if res is None and non is None:
+            problems.append(
+                'spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or '
                 "resourceAttributes must be specified"
             )
         if not spec.get("user") and not spec.get("groups"):
-            problems.append("spec.user: Invalid value: at least one of user or group must be specified")
+            problems.append(
+                f"spec.user: Invalid value: {json.dumps(spec.get('user') or '')}: "
+                "at least one of user or group must be specified"
+            )
         if problems:
+            joined = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
             raise ApiError(
                 422,
                 "Invalid",
-                'SubjectAccessReview.authorization.k8s.io "" is invalid: ' + ", ".join(problems),
+                f'SubjectAccessReview.authorization.k8s.io "" is invalid: {joined}',
                 {"group": "authorization.k8s.io", "kind": "SubjectAccessReview"},
             )
         allowed, reason = self.access_reviewer(spec)

@@ -65,10 +65,12 @@ def test_percentiles_are_ordered_and_within_bounds(values: list[float]) -> None:
         (0.0001, "0.0001"),
         (0.00001, "1e-05"),
         (123456789.125, "123456789.125"),
+        (1e6, "1000000"),  # Go's %v would print 1e+06
+        (123456789.0, "123456789"),  # Go's %v: 1.23456789e+08
         (2.5e-300, "2.5e-300"),
     ],
 )
-def test_values_are_formatted_like_go(value: float, text: str) -> None:
+def test_values_are_the_shortest_round_trip_decimal(value: float, text: str) -> None:
     assert format_value(value) == text
 
 

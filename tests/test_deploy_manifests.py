@@ -664,7 +664,11 @@ INVALID = [
     ),
     (
         m(f"{MK}/v1", "AnalysisDefinition", {"totalScore": {"passPercentage": 50, "warningPercentage": 75}}),
-        "warningPercentage must not be greater than passPercentage",
+        "warningPercentage must be smaller than passPercentage",
+    ),
+    (
+        m(f"{MK}/v1", "AnalysisDefinition", {"totalScore": {"passPercentage": 75, "warningPercentage": 75}}),
+        "warningPercentage must be smaller than passPercentage",
     ),
     (m(f"{MK}/v1", "AnalysisDefinition", {"objectives": []}), "totalScore"),
     (

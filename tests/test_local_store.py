@@ -63,6 +63,17 @@ async def test_bad_documents_and_files_are_reported_and_skipped(tmp_path: Path) 
     await store.stop()
 
 
+async def test_malformed_kinds_and_lists_never_stop_the_store(tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(METRIC % "good")
+    (tmp_path / "odd.yaml").write_text("kind: 5\n---\nkind: KeptnMetricList\nitems: 7\n---\n- a list\n")
+    store = LocalStore(tmp_path)
+    await store.start()
+    assert {m.meta.name for m in store.list_metrics()} == {"good"}
+    messages = [x.message for x in store.problems[str(tmp_path / "odd.yaml")]]
+    assert len(messages) == 2 and "kind" in messages[0] and "mapping" in messages[1]
+    await store.stop()
+
+
 async def test_changes_on_disk_become_events(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(METRIC % "a")

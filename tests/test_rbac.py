@@ -680,3 +680,34 @@ def test_forbidden_status_as_kube_apiserver_writes_it() -> None:
         anon["message"] == 'forbidden: User "system:anonymous" cannot get path "/apis"'
         and anon["details"] == {}
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "may_patch"),
+    [
+        ({}, {"v1beta2.custom.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"}),
+        (
+            {"externalMetrics": {"enabled": True}},
+            {
+                "v1beta2.custom.metrics.k8s.io",
+                "v1beta1.custom.metrics.k8s.io",
+                "v1beta1.external.metrics.k8s.io",
+            },
+        ),
+        ({"certManager": {"enabled": True}}, set()),  # cert-manager injects the CA: no APIService rights
+    ],
+)
+def test_apiservice_rights_follow_the_chart_toggles(values: dict, may_patch: set[str]) -> None:
+    authz = RBACAuthorizer(StaticPolicy.of(bootstrap_policy(), deploy_rbac(SERVER_NS, values)))
+    names = {
+        "v1beta2.custom.metrics.k8s.io",
+        "v1beta1.custom.metrics.k8s.io",
+        "v1beta1.external.metrics.k8s.io",
+        "v1beta1.metrics.k8s.io",
+    }
+    allowed = {
+        n
+        for n in names
+        if authz.authorize(server("patch", "apiregistration.k8s.io", "apiservices", "", n)).allowed
+    }
+    assert allowed == may_patch

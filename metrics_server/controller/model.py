@@ -351,10 +351,8 @@ def parse_analysis_definition(
                 obj, f"spec.totalScore.{name}", f"must be an integer from 0 to 100, got {value!r}"
             )
         percentages[name] = value
-    if percentages["warningPercentage"] > percentages["passPercentage"]:
-        raise ValidationError(
-            obj, "spec.totalScore", "warningPercentage must not be greater than passPercentage"
-        )
+    if percentages["warningPercentage"] >= percentages["passPercentage"]:  # upstream's webhook rule
+        raise ValidationError(obj, "spec.totalScore", "warningPercentage must be smaller than passPercentage")
     return AnalysisDefinition(
         meta, tuple(objectives), percentages["passPercentage"], percentages["warningPercentage"]
     )

@@ -232,9 +232,10 @@ def parse_analysis_operator(raw: Any, where: str) -> AnalysisOperator:
             high = parse_quantity(body["highBound"])
         except TargetError as exc:
             raise TargetError(f"{where}.{name}: {exc}") from None
-        if low > high:
+        if low >= high:  # upstream's webhook: the lower bound must be smaller than the higher bound
+            low_text, high_text = body["lowBound"], body["highBound"]
             raise TargetError(
-                f"{where}.{name}: lowBound {body['lowBound']} is greater than highBound {body['highBound']}"
+                f"{where}.{name}: lowBound {low_text} must be smaller than highBound {high_text}"
             )
         return AnalysisOperator(
             name, low, high, raw=dict(raw), low_text=str(body["lowBound"]), high_text=str(body["highBound"])

@@ -60,8 +60,9 @@ def load_file(path: Path, default_namespace: str = "default") -> tuple[list[Reso
     for index, doc in enumerate(documents):
         if doc is None:
             continue
-        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind", "").endswith("List") else [doc]
-        for item in items or []:
+        kind = doc.get("kind") if isinstance(doc, dict) else None
+        items = doc.get("items") if isinstance(kind, str) and kind.endswith("List") else [doc]
+        for item in items if isinstance(items, list) else []:
             try:
                 obj = parse_resource(item, default_namespace)
             except ValidationError as exc:

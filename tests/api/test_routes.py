@@ -39,7 +39,8 @@ async def test_object_v1beta2_exact_bytes(api, world: World):
     expected = (
         '{"kind":"MetricValueList","apiVersion":"custom.metrics.k8s.io/v1beta2","metadata":{},"items":['
         '{"describedObject":{"kind":"KeptnMetric","namespace":"shop","name":"cpu","apiVersion":"metrics.keptn.sh/v1"},'
-        f'"metric":{{"name":"cpu"}},"timestamp":"{ts}","value":"1500m"}}]}}'
+        '"metric":{"name":"cpu","selector":{"matchLabels":{"app":"web","tier":"front"}}},'
+        f'"timestamp":"{ts}","value":"1500m"}}]}}'
     )
     assert resp._body.decode() == expected
 
@@ -51,7 +52,8 @@ async def test_object_v1beta1_exact_bytes(api, world: World):
     expected = (
         '{"kind":"MetricValueList","apiVersion":"custom.metrics.k8s.io/v1beta1","metadata":{},"items":['
         '{"describedObject":{"kind":"KeptnMetric","namespace":"shop","name":"rps","apiVersion":"metrics.keptn.sh/v1"},'
-        f'"metricName":"rps","timestamp":"{ts}","window":300,"value":"1500","selector":null}}]}}'
+        f'"metricName":"rps","timestamp":"{ts}","window":300,"value":"1500",'
+        '"selector":{"matchLabels":{"app":"api"}}}]}'
     )
     assert resp._body.decode() == expected
 
@@ -73,19 +75,27 @@ async def test_both_resource_spellings_and_versions(api, version, resource):
 @pytest.mark.parametrize("version", ["v1beta2", "v1beta1"])
 @pytest.mark.parametrize("star", ["*", "%2A", "%2a"])
 async def test_wildcard_stays_in_namespace(api, version, star):
-    status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/shop/{RES}/{star}/cpu")
-    assert status == 200
-    assert [(i["describedObject"]["namespace"], i["value"]) for i in data["items"]] == [("shop", "1500m")]
-    status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/other/{RES}/{star}/cpu")
-    assert [(i["describedObject"]["namespace"], i["value"]) for i in data["items"]] == [("other", "99")]
-    status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/empty/{RES}/{star}/cpu")
-    assert status == 200 and data["items"] == []
+    def seen(data):
+        return [(i["describedObject"]["namespace"], i["describedObject"]["name"]) for i in data["items"]]
+
+    for metric in ("cpu", star):
+        status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/shop/{RES}/{star}/{metric}")
+        assert status == 200
+        assert seen(data) == [("shop", "cpu"), ("shop", "rps")]
+        status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/other/{RES}/{star}/{metric}")
+        assert seen(data) == [("other", "cpu")]
+        status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/empty/{RES}/{star}/{metric}")
+        assert status == 200 and data["items"] == []
 
 
 async def test_cluster_wildcard_lists_every_namespace(api):
     status, data, _ = await api.get(f"{CUSTOM}/v1beta2/{RES}/*/cpu")
     assert status == 200
-    assert [i["describedObject"]["namespace"] for i in data["items"]] == ["other", "shop"]
+    assert [(i["describedObject"]["namespace"], i["describedObject"]["name"]) for i in data["items"]] == [
+        ("other", "cpu"),
+        ("shop", "cpu"),
+        ("shop", "rps"),
+    ]
 
 
 async def test_cluster_scoped_named_object_is_404(api):
@@ -106,18 +116,19 @@ async def test_namespace_metric_routes(api, version):
 
 async def test_label_selector_filters_described_objects(api):
     url = f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/*/cpu"
-    for sel, count in [
-        ("app=web", 1),
-        ("app=api", 0),
-        ("app in (web,api),tier", 1),
-        ("!tier", 0),
-        ("tier notin (back)", 1),
-        ("app!=web", 0),
-        ("missing!=x", 1),
+    for sel, names in [
+        ("app=web", ["cpu"]),
+        ("app=api", ["rps"]),
+        ("app=db", []),
+        ("app in (web,api),tier", ["cpu"]),
+        ("!tier", ["rps"]),
+        ("tier notin (back)", ["cpu", "rps"]),
+        ("app!=web", ["rps"]),
+        ("missing!=x", ["cpu", "rps"]),
     ]:
         status, data, _ = await api.get(url, params={"labelSelector": sel})
         assert status == 200, (sel, data)
-        assert len(data["items"]) == count, sel
+        assert [i["describedObject"]["name"] for i in data["items"]] == names, sel
     status, data, _ = await api.get(
         f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/cpu/cpu", params={"labelSelector": "app=api"}
     )
@@ -149,9 +160,15 @@ async def test_bad_selector_is_400(api, sel):
         assert "Retry-After" not in resp.headers
 
 
-async def test_object_name_must_be_the_metric(api):
-    status, data, _ = await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/cpu/rps")
-    assert status == 404 and "one metric" in data["message"]
+@pytest.mark.parametrize("version", ["v1beta2", "v1beta1"])
+async def test_object_answers_any_metric_name_and_echoes_it(api, version):
+    """Upstream serves a KeptnMetric object whatever metric name the HPA asks for."""
+    status, data, _ = await api.get(f"{CUSTOM}/{version}/namespaces/shop/{RES}/cpu/requests-per-second")
+    assert status == 200, data
+    (item,) = data["items"]
+    assert item["describedObject"]["name"] == "cpu" and item["value"] == "1500m"
+    name = item["metric"]["name"] if version == "v1beta2" else item["metricName"]
+    assert name == "requests-per-second"
 
 
 @pytest.mark.parametrize(
@@ -218,13 +235,16 @@ async def test_no_value_yet_is_503(world: World, start):
 async def test_stale_value_default_bound_is_three_intervals(world: World, start):
     world.add("shop", "fresh", 5, interval=10, age=29)
     world.add("shop", "stale", 5, interval=10, age=31, error="timeout")
+    world.add("lagging", "stale", 5, interval=10, age=31, error="timeout")
     api = await start()
     assert (await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/fresh/fresh"))[0] == 200
     status, data, _ = await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/stale/stale")
     assert status == 503 and "stale" in data["message"] and "timeout" in data["message"]
     # a wildcard list leaves a stale value out; with nothing left it says why (503)
-    status, data, _ = await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/*/stale")
-    assert status == 503
+    status, data, _ = await api.get(f"{CUSTOM}/v1beta2/namespaces/shop/{RES}/*/*")
+    assert status == 200 and [i["describedObject"]["name"] for i in data["items"]] == ["fresh"]
+    status, data, _ = await api.get(f"{CUSTOM}/v1beta2/namespaces/lagging/{RES}/*/*")
+    assert status == 503 and "stale" in data["message"]
     assert (await api.get(f"{EXTERNAL}/namespaces/shop/stale"))[0] == 503
 
 

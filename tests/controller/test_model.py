@@ -146,7 +146,7 @@ def test_analysis_definition_errors() -> None:
         "metadata": {"name": "d"},
         "spec": {"objectives": [], "totalScore": {"passPercentage": 50, "warningPercentage": 60}},
     }
-    with pytest.raises(ValidationError, match="warningPercentage must not be greater"):
+    with pytest.raises(ValidationError, match="warningPercentage must be smaller"):
         parse_analysis_definition(base)
     base["spec"] = {
         "objectives": [{"analysisValueTemplateRef": {"name": "t"}, "target": {"failure": {"lessThan": {}}}}],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -129,7 +130,8 @@ def test_missing_value_scores_zero_with_upstream_message() -> None:
 
 
 def test_no_objectives() -> None:
-    result = score_analysis(definition([], passing=0, warning=0), {})
+    # passPercentage 0 cannot pass validation (warningPercentage must be smaller): set it after
+    result = score_analysis(dataclasses.replace(definition([], passing=1, warning=0), pass_percentage=0), {})
     assert result.achieved_percentage == 0.0 and result.passed
 
 

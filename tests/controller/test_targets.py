@@ -133,7 +133,9 @@ def test_analysis_operators(raw: dict, value: float, fulfilled: bool) -> None:
         ({"lessThan": {}}, "fixedValue is required"),
         ({"lessThan": {"fixedValue": "ten"}}, "not a number"),
         ({"inRange": {"lowBound": 5}}, "highBound is required"),
-        ({"inRange": {"lowBound": 5, "highBound": 1}}, "greater than highBound"),
+        ({"inRange": {"lowBound": 5, "highBound": 1}}, "must be smaller than highBound"),
+        ({"inRange": {"lowBound": 5, "highBound": 5}}, "must be smaller than highBound"),
+        ({"notInRange": {"lowBound": "1k", "highBound": 1000}}, "must be smaller than highBound"),
         ("lessThan", "must be an object"),
     ],
 )

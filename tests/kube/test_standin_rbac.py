@@ -190,7 +190,9 @@ def sar(user: str, groups: list[str] | None = None, **attrs: Any) -> dict[str, A
 
 async def test_subject_access_reviews_are_answered_by_rbac(kube: KubeEnv, standin_only: KubeStandin) -> None:
     token = server_token(standin_only, kube)  # may create SARs: deploy/ binds system:auth-delegator
-    discovery = {"nonResourceAttributes": {"path": "/apis/custom.metrics.k8s.io/v1beta2", "verb": "get"}}
+    discovery: dict[str, Any] = {
+        "nonResourceAttributes": {"path": "/apis/custom.metrics.k8s.io/v1beta2", "verb": "get"}
+    }
     # kube-aggregator's discovery fallback as the server saw it before it added system:authenticated
     status, review = await call(kube, "POST", SAR, token, sar("system:kube-aggregator", **discovery))
     assert status == 201 and review["status"] == {"allowed": False}
@@ -203,7 +205,7 @@ async def test_subject_access_reviews_are_answered_by_rbac(kube: KubeEnv, standi
         'to Group "system:authenticated"',
     }
     hpa = service_account_user("kube-system", "horizontal-pod-autoscaler")
-    metric = {
+    metric: dict[str, Any] = {
         "resourceAttributes": {
             "namespace": "shop",
             "verb": "get",
@@ -226,7 +228,17 @@ async def test_malformed_subject_access_reviews_are_invalid(kube: KubeEnv, stand
     status, body = await call(
         kube, "POST", SAR, ADMIN_TOKEN, {"spec": {"nonResourceAttributes": {"path": "/apis", "verb": "get"}}}
     )
-    assert status == 422 and "at least one of user or group" in body["message"]
+    assert status == 422 and body["message"] == (
+        'SubjectAccessReview.authorization.k8s.io "" is invalid: '
+        'spec.user: Invalid value: "": at least one of user or group must be specified'
+    )
+    both = sar(
+        "alice", resourceAttributes={"verb": "get"}, nonResourceAttributes={"path": "/", "verb": "get"}
+    )
+    status, body = await call(kube, "POST", SAR, ADMIN_TOKEN, both)
+    assert status == 422 and "cannot be specified in combination with resourceAttributes" in body["message"]
+    status, body = await call(kube, "POST", TOKEN_REVIEW, ADMIN_TOKEN, {"spec": {}})
+    assert status == 400 and body["message"] == "token is required for TokenReview in authentication"
 
 
 async def test_creating_reviews_needs_auth_delegator(kube: KubeEnv, standin_only: KubeStandin) -> None:

@@ -213,3 +213,56 @@ def test_per_metric_exposition_is_exactly_what_prometheus_client_renders() -> No
     states.max_staleness = 17.5
     assert selfmetrics.per_metric_exposition(states, now) == reference_exposition(states, now)
     assert selfmetrics.per_metric_exposition(MetricStates(), now) == reference_exposition(MetricStates(), now)
+
+
+def reference_upstream_gauges(states: MetricStates, reserved: set[str]) -> bytes:
+    """Upstream's gauge per KeptnMetric through prometheus_client's families (the reference)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    families: dict[str, list[tuple[str, str, float | None]]] = {}
+    for state in states.values():
+        gauge = selfmetrics.upstream_gauge_name(state.key.name)
+        if gauge is not None and gauge not in reserved:
+            families.setdefault(gauge, []).append((state.key.namespace, state.key.name, state.value))
+    rendered = []
+    for gauge in sorted(families):
+        members = sorted(families[gauge], key=lambda m: (m[0], m[1]))
+        family = GaugeMetricFamily(
+            gauge, ", ".join(sorted({n for _, n, _ in members})), labels=["namespace", "name"]
+        )
+        for namespace, name, number in members:
+            if number is not None:
+                family.add_metric([namespace, name], number)
+        rendered.append(family)
+
+    class Families:
+        def collect(self) -> Any:
+            return iter(rendered)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Families())  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def test_upstream_gauges_are_exactly_what_prometheus_client_renders() -> None:
+    states = MetricStates()
+    cases = [
+        ("apps", "my-app.rps", 3.5),
+        ("shop", "my-app.rps", 1e-9),  # the same name in another namespace: one family, two series
+        ("apps", "my_app_rps", 2.0),  # another name, the same gauge name
+        ("apps", "queue-depth", None),  # no value yet: HELP and TYPE only
+        ("apps", "5xx-rate", 1.0),  # no valid gauge name: not exposed
+        ("apps", "keptn_metric_value", 9.0),  # taken by our own family: skipped
+        ("apps", "déjà-vu", 4.0),
+        ("apps", "a" * 200, 12345678.9),
+    ]
+    for namespace, name, number in cases:
+        state = states.ensure(ObjectKey(namespace, name), 10)
+        if number is not None:
+            state.value, state.value_text, state.last_success = number, str(number), time.time()
+    reserved = {"keptn_metric_value"}
+    direct = selfmetrics.upstream_gauges_exposition(states, reserved)
+    assert direct == reference_upstream_gauges(states, reserved)
+    assert b"# HELP my_app_rps my-app.rps, my_app_rps\n" in direct
+    assert b"keptn_metric_value{" not in direct and b"5xx" not in direct

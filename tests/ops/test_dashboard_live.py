@@ -51,7 +51,7 @@ def local_manifests(prometheus_url: str) -> str:
         ("prom-exposition", "openmetrics", f"{prometheus_url}/metrics"),
     ]
     metrics = [
-        ("scraped-targets", "prom", "count(up)"),
+        ("scraped-targets", "prom", "count(up) or vector(0)"),  # a value before the first scrape too
         ("build-info", "prom-exposition", "prometheus_build_info"),
         ("broken", "prom", "sum("),  # a PromQL syntax error: every fetch fails
     ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metrics_server.durations import DurationError, parse_duration
+from metrics_server.names import dns1123_label_errors, dns1123_subdomain_errors
 
 METRICS_GROUP = "metrics.keptn.sh"
 METRICS_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
@@ -29,9 +30,6 @@ AGGREGATIONS = ("p90", "p95", "p99", "max", "min", "avg", "median")
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
 
-# Kubernetes object names: DNS-1123 subdomain (names) and label (namespaces).
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Upstream's kubebuilder pattern for range.interval / range.step.
 _UPSTREAM_DURATION = re.compile(r"^0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 
@@ -165,16 +163,34 @@ def _str_map(value: Any, obj: str, path: str) -> dict[str, str]:
     return out
 
 
+def object_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it is a valid Kubernetes object name (DNS-1123 subdomain), the API server's rule."""
+    if not isinstance(value, str):
+        raise ValidationError(obj, path, "must be a string")
+    errors = dns1123_subdomain_errors(value)
+    if errors:
+        raise ValidationError(obj, path, f"{value!r} is not a valid name: {'; '.join(errors)}")
+    return value
+
+
+def namespace_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it is a valid namespace (DNS-1123 label), the API server's rule."""
+    if not isinstance(value, str):
+        raise ValidationError(obj, path, "must be a string")
+    errors = dns1123_label_errors(value)
+    if errors:
+        raise ValidationError(obj, path, f"{value!r} is not a valid namespace: {'; '.join(errors)}")
+    return value
+
+
 def parse_meta(doc: Mapping[str, Any], obj: str, default_namespace: str) -> ObjectMeta:
     md = _expect_map(doc.get("metadata"), obj, "metadata")
     name = md.get("name")
     if not isinstance(name, str) or not name:
         raise ValidationError(obj, "metadata.name", "is required")
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        raise ValidationError(obj, "metadata.name", f"{name!r} is not a valid DNS-1123 subdomain")
+    object_name(name, obj, "metadata.name")
     ns = md.get("namespace") or default_namespace
-    if not isinstance(ns, str) or len(ns) > 63 or not _DNS1123_LABEL.match(ns):
-        raise ValidationError(obj, "metadata.namespace", f"{ns!r} is not a valid DNS-1123 label")
+    namespace_name(ns, obj, "metadata.namespace")
     gen = md.get("generation", 0)
     return ObjectMeta(
         namespace=ns,
@@ -239,6 +255,7 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
         rname = raw_ref.get("name")
         if not isinstance(rname, str) or not rname:
             raise ValidationError(obj, "spec.secretKeyRef.name", "is required")
+        object_name(rname, obj, "spec.secretKeyRef.name")  # it becomes a path segment of a Secret GET
         rkey = raw_ref.get("key", "")
         if not isinstance(rkey, str):
             raise ValidationError(obj, "spec.secretKeyRef.key", "must be a string")
@@ -268,6 +285,7 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
     pname = provider.get("name")
     if not isinstance(pname, str) or not pname:
         raise ValidationError(obj, "spec.provider.name", "is required")
+    object_name(pname, obj, "spec.provider.name")
     query = spec.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ValidationError(obj, "spec.query", "is required")

@@ -30,6 +30,8 @@ from metrics_server.model import (
     ValidationError,
     _expect_map,
     _split_api_version,
+    namespace_name,
+    object_name,
     parse_meta,
 )
 
@@ -213,10 +215,11 @@ def _object_ref(value: Any, obj: str, path: str) -> ObjectRef:
     raw = _expect_map(value, obj, path)
     if not raw:
         raise ValidationError(obj, path, "is required")
-    return ObjectRef(
-        name=_string(raw.get("name"), obj, f"{path}.name", required=True),
-        namespace=_string(raw.get("namespace"), obj, f"{path}.namespace"),
-    )
+    name = object_name(_string(raw.get("name"), obj, f"{path}.name", required=True), obj, f"{path}.name")
+    namespace = _string(raw.get("namespace"), obj, f"{path}.namespace")
+    if namespace:
+        namespace_name(namespace, obj, f"{path}.namespace")
+    return ObjectRef(name=name, namespace=namespace)
 
 
 def _non_negative_int(value: Any, default: int, obj: str, path: str) -> int:
@@ -276,8 +279,10 @@ def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default")
     retries, interval = _retries(spec, obj)
     return KeptnEvaluation(
         meta=meta,
-        evaluation_definition=_string(
-            spec.get("evaluationDefinition"), obj, "spec.evaluationDefinition", True
+        evaluation_definition=object_name(
+            _string(spec.get("evaluationDefinition"), obj, "spec.evaluationDefinition", True),
+            obj,
+            "spec.evaluationDefinition",
         ),
         workload_version=_string(spec.get("workloadVersion"), obj, "spec.workloadVersion"),
         workload=_string(spec.get("workload"), obj, "spec.workload"),

@@ -139,7 +139,7 @@ class OpenMetricsProvider(Provider):
         url = self.config.target_server
         status, body = await request(self._session, "openmetrics", "GET", url)
         if status != 200:
-            raise http_error("openmetrics", url, status, body)
+            raise http_error("openmetrics", url, status, body, redactor=self.redactor)
         text = body.decode("utf-8", errors="replace")
         found = select(text, selector, openmetrics=text.rstrip().endswith("# EOF"))
         if not found:

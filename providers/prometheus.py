@@ -96,7 +96,7 @@ class PrometheusProvider(Provider):
                 payload = None  # proxies answer errors in HTML or plain text
             if isinstance(payload, dict) and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
-            raise http_error(self.kind, url, status, body, detail)
+            raise http_error(self.kind, url, status, body, detail, self.redactor)
         payload = parse_json(self.kind, url, body)
         return QueryResult(samples=self._samples(payload, window, url), raw=body)
 

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from metrics_server.redact import NO_SECRETS, REGISTRY, Redactor
 from providers.base import Provider, ProviderConfig, ProviderError, Window
@@ -151,6 +152,15 @@ async def read_body(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def origin(url: URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port): where credentials may go (RFC 6454)."""
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
 async def request(
     session: aiohttp.ClientSession,
     provider: str,
@@ -158,10 +168,32 @@ async def request(
     url: str,
     **kwargs: Any,
 ) -> tuple[int, bytes]:
-    """One HTTP exchange; transport failures become ProviderError, status is returned."""
+    """One HTTP exchange; transport failures become ProviderError, status is returned.
+
+    Redirects are followed only within the origin of the first request: every session
+    carries the provider's credentials (headers, basic auth, client certificate), and a
+    backend, or whoever controls its answers, must not be able to send them elsewhere.
+    """
+    current = url
     try:
-        async with session.request(method, url, **kwargs) as resp:
-            return resp.status, await read_body(resp)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.request(method, current, allow_redirects=False, **kwargs) as resp:
+                location = resp.headers.get("Location")
+                if resp.status not in _REDIRECTS or not location:
+                    return resp.status, await read_body(resp)
+                target = resp.url.join(URL(location))
+                if origin(target) != origin(resp.url):
+                    raise ProviderError(
+                        f"{provider} at {safe_url(url)} redirected to another origin "
+                        f"({safe_url(str(target.origin()))}); not followed, because the provider's "
+                        "credentials are never sent to another origin (set targetServer to the final address)"
+                    )
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method = "GET"  # what browsers and aiohttp do; the body is not re-sent
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("data", "json")}
+            kwargs.pop("params", None)  # the Location is the complete next URL
+            current = str(target)
+        raise ProviderError(f"{provider} at {safe_url(url)}: more than {MAX_REDIRECTS} redirects")
     except ProviderError:
         raise
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -236,12 +236,14 @@ class MetricsApi:
         self, version: str, rest: list[str], label_sel: str | None, metric_sel: str | None, path: str
     ) -> tuple[str, Attributes, Callable[[], web.Response]]:
         def attrs(ns: str, resource: str, name: str, sub: str) -> Attributes:
+            # RBAC matches strings: every spelling of KeptnMetrics is authorized as the canonical
+            # one (HPA's form), so a rule for keptnmetrics.metrics.keptn.sh covers the aliases
             return Attributes(
                 verb="get",
                 namespace=ns,
                 group=CUSTOM_GROUP,
                 version=version,
-                resource=resource,
+                resource=RESOURCE if resource in RESOURCE_SPELLINGS else resource,
                 name=name,
                 subresource=sub,
             )

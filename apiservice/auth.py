@@ -361,8 +361,12 @@ def keda_auth_middleware(options: Any, authenticator: Authenticator, authorizer:
     """aiohttp middleware guarding `GET /api/v1/metrics/{namespace}/{name}` (KEDA metrics-api).
 
     A bearer token is required (TokenReview); the user must be allowed to `get` the
-    KeptnMetric (`keptnmetrics.metrics.keptn.sh`, SubjectAccessReview). Other paths pass.
-    Add it only when `options.keda_auth` is on.
+    KeptnMetric (`keptnmetrics.metrics.keptn.sh`, SubjectAccessReview). `/metrics` (every
+    KeptnMetric's value as a gauge) needs a token allowed `get` on the non-resource path
+    `/metrics`, as kube-rbac-proxy and metrics-server ask: a Prometheus ServiceMonitor sends
+    its service account's token (`bearerTokenFile`, or `authorization` from a Secret), and
+    ClusterRole `keptn-metrics-scraper` grants it. Health paths pass. Add it only when
+    `options.keda_auth` is on.
     """
     from apiservice.status import error_response
 
@@ -370,27 +374,27 @@ def keda_auth_middleware(options: Any, authenticator: Authenticator, authorizer:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
+        exposition = request.path.rstrip("/") == "/metrics"
+        if not exposition and not request.path.startswith(prefix):
             return await handler(request)
-        parts = request.path[len(prefix) :].split("/")
         try:
             auth = request.headers.get("Authorization", "")
             if auth[:7].lower() != "bearer " or not auth[7:].strip():
                 raise ApiError(401, "Unauthorized: a bearer token is required (--keda-auth is on)")
             user = await authenticator.authenticate(request)
-            ns = parts[0] if parts else ""
-            name = parts[1] if len(parts) > 1 else ""
-            await authorizer.authorize(
-                user,
-                Attributes(
+            if exposition:
+                attrs = Attributes(verb="get", path="/metrics")
+            else:
+                parts = request.path[len(prefix) :].split("/")
+                attrs = Attributes(
                     verb="get",
-                    namespace=ns,
+                    namespace=parts[0] if parts else "",
                     group="metrics.keptn.sh",
                     version="v1",
                     resource="keptnmetrics",
-                    name=name,
-                ),
-            )
+                    name=parts[1] if len(parts) > 1 else "",
+                )
+            await authorizer.authorize(user, attrs)
         except ApiError as err:
             return error_response(err)
         return await handler(request)

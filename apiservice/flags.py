@@ -141,8 +141,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keda-auth",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="require a bearer token (TokenReview + SubjectAccessReview get keptnmetrics) on"
-        " /api/v1/metrics/{namespace}/{name}; off by default like upstream",
+        help="require a bearer token on the metrics port's values: /api/v1/metrics/{namespace}/{name}"
+        " (TokenReview + SubjectAccessReview get keptnmetrics in the namespace) and /metrics"
+        " (SubjectAccessReview get on the non-resource path /metrics, as for any Kubernetes"
+        " component; a ServiceMonitor sends its service account token); off by default like upstream",
+    )
+    k.add_argument(
+        "--keda-grpc-insecure",
+        action="store_true",
+        help="serve the gRPC scaler in plain text (default: TLS with the serving certificate)",
+    )
+    k.add_argument(
+        "--keda-grpc-client-ca-file",
+        default=None,
+        help="require gRPC clients (KEDA) to present a certificate issued by this CA bundle",
     )
 
 
@@ -179,6 +191,8 @@ class ApiOptions:
     apiservice_ca_injection: list[str] = field(default_factory=list)
     grpc_port: int = 9998
     keda_auth: bool = False
+    keda_grpc_insecure: bool = False
+    keda_grpc_client_ca_file: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kubernetes_mode: bool) -> ApiOptions:
@@ -230,4 +244,6 @@ class ApiOptions:
             apiservice_ca_injection=_csv(args.apiservice_ca_injection),
             grpc_port=args.grpc_port,
             keda_auth=args.keda_auth,
+            keda_grpc_insecure=bool(getattr(args, "keda_grpc_insecure", False)),
+            keda_grpc_client_ca_file=getattr(args, "keda_grpc_client_ca_file", None),
         )

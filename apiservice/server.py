@@ -32,6 +32,7 @@ from apiservice.auth import (
 )
 from apiservice.certs import CertificateAuthorities, TlsManager, ensure_self_signed
 from apiservice.flags import ApiOptions
+from apiservice.grpc_tls import GrpcServingCredentials
 from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
 from metrics_server.state import MetricStates
 from metrics_server.store.base import Store
@@ -227,6 +228,17 @@ async def _shared_ca(o: ApiOptions, api_client: Any) -> tuple[bytes, bytes]:
         return await shared_ca(client, o.server_namespace)
 
 
+def _grpc_listener(o: ApiOptions, tls: TlsManager | None) -> tuple[str, int, Any]:
+    """(address, port, credentials) of the gRPC scaler: TLS with the serving certificate unless
+    --keda-grpc-insecure; local --insecure-http has no certificate, so plain text on loopback."""
+    if o.keda_grpc_insecure:
+        return o.bind_address, o.grpc_port, None
+    if tls is None:
+        return "127.0.0.1", o.grpc_port, None
+    creds = GrpcServingCredentials(tls.cert_file, tls.key_file, o.keda_grpc_client_ca_file)
+    return o.bind_address, o.grpc_port, creds.credentials()
+
+
 async def start_api(
     store: Store,
     states: MetricStates,
@@ -357,7 +369,9 @@ async def start_api(
     try:
         if o.grpc_port:
             scaler = ExternalScaler(store, api.fresh_value)
-            result._grpc, result.grpc_port = await start_grpc_scaler(scaler, o.bind_address, o.grpc_port)
+            result._grpc, result.grpc_port = await start_grpc_scaler(
+                scaler, *_grpc_listener(o, tls)
+            )
         if tls is not None and o.cert_reload_interval > 0:
             result._tasks.append(asyncio.create_task(tls.watch(o.cert_reload_interval)))
         if o.kubernetes_mode and o.apiservice_ca_injection and ca_bundle is not None:

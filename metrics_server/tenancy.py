@@ -68,5 +68,6 @@ def provider_denied_message(provider: ObjectMeta, consumer_namespace: str) -> st
 def metric_denied_message(metric: ObjectMeta, consumer_namespace: str) -> str:
     return (
         f"KeptnMetric {metric.namespace}/{metric.name} may not be read from namespace "
-        f"{consumer_namespace!r} (its annotation {ALLOWED_NAMESPACES_ANNOTATION} does not list it)"
+        f"{consumer_namespace!r} (unless it exists and its annotation {ALLOWED_NAMESPACES_ANNOTATION} "
+        "lists that namespace)"
     )

@@ -283,10 +283,19 @@ class Authenticator:
         try:
             user = await self.token_reviewer.review_token(token)
         except Exception as exc:  # an unreachable API server authenticates nobody; not cached
-            log.warning("TokenReview failed: %s", exc)
+            log.warning("TokenReview failed: %s", describe_failure(exc))
             return None
         self._tokens[key] = user
         return user
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A review failure without the response's headers and body (an ApiException prints both,
+    and a TokenReview's body carries the caller's token)."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return type(exc).__name__ + (f": {exc}" if isinstance(exc, OSError | TimeoutError) else "")
 
 
 # -- authorization --------------------------------------------------------------------------
@@ -342,8 +351,8 @@ class Authorizer:
             try:
                 allowed, reason = await self.reviewer.review_access(*key)
             except Exception as exc:  # not cached: the next request asks again
-                log.warning("SubjectAccessReview failed: %s", exc)
-                result = (False, f"authorization webhook unavailable: {exc}")
+                log.warning("SubjectAccessReview failed: %s", describe_failure(exc))
+                result = (False, f"authorization webhook unavailable: {describe_failure(exc)}")
                 fut.set_result(result)
                 return result
             (self._allowed if allowed else self._denied)[key] = reason

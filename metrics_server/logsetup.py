@@ -31,7 +31,8 @@ class JsonFormatter(logging.Formatter):
 #: the given level whatever --log-level says (the level of the logger itself may be changed
 #: by the library, so the handler's filter enforces it).
 QUIET_LOGGERS: dict[str, int] = {
-    "kubernetes_asyncio": logging.INFO,
+    "kubernetes_asyncio": logging.INFO,  # client.rest logs every response body at DEBUG
+    "client": logging.INFO,  # kubernetes_asyncio Configuration's "package_logger"
     "kubernetes": logging.INFO,
     "aiohttp.client": logging.INFO,
     "aiohttp.internal": logging.INFO,

@@ -32,7 +32,8 @@ MAX_PAIR_VALUES = 16  # Basic-auth pairs are built from at most this many values
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _CREDENTIAL_HEADER = re.compile(
     r"(?i)(?P<name>\b(?:proxy-)?authorization|\bapi-token|\bx-api-key|\bapikey|\bapi-key|\bdd-api-key"
-    r"|\bdd-application-key|\bx-auth-token|\bcookie|\bset-cookie)"
+    r"|\bdd-application-key|\bx-auth-token|\bcookie|\bset-cookie"
+    r"|\b(?:access_|refresh_|id_)?token|\bpassword|\bclient_secret)"
     r"(?P<sep>[\"']?\s*[:=]\s*[\"']?)"
     r"(?P<scheme>(?:basic|bearer|api-token|token|negotiate|digest)\s+)?"
     r"(?P<value>[^\s\"',;&]+)"

@@ -52,6 +52,15 @@ QUIET_LOGGERS: dict[str, int] = {
 }
 
 
+def _is_client_error(record: logging.LogRecord) -> bool:
+    if record.name != "aiohttp.server" or not record.exc_info:
+        return False
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    exc = record.exc_info[1]
+    return isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 400) < 500
+
+
 def _quiet_level(name: str) -> int:
     level = 0
     for prefix, floor in QUIET_LOGGERS.items():
@@ -70,6 +79,15 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < _quiet_level(record.name):
             return False
+        if _is_client_error(record):
+            # a malformed request is the client's problem, answered 400: one debug line, no
+            # traceback (anyone could fill the log with them otherwise)
+            if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+                return False
+            exc = record.exc_info[1] if record.exc_info else None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = f"bad request: {' '.join(str(exc).split())[:200]}", None
+            record.exc_info = record.exc_text = None
         message = record.getMessage()
         clean = REGISTRY(message)
         if clean != message:

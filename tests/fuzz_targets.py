@@ -192,6 +192,10 @@ class FuzzServer:
                 errors.append(exc)
                 ready.set()
             finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.close()
 
         self._thread = threading.Thread(target=run, name="fuzz-server", daemon=True)

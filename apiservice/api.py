@@ -584,6 +584,7 @@ def build_app(api: MetricsApi) -> web.Application:
     return app
 
 
-def build_server(api: MetricsApi) -> web.Server:
-    """aiohttp's low-level server: the API routes every path itself, so no router is needed."""
-    return web.Server(api.handle, max_field_size=16384, access_log=None)  # type: ignore[arg-type]
+def build_server(api: MetricsApi, **handler_args: Any) -> web.Server:
+    """aiohttp's low-level server: the API routes every path itself, so no router is needed.
+    `handler_args` go to each connection's handler (e.g. `keepalive_timeout`)."""
+    return web.Server(api.handle, max_field_size=16384, access_log=None, **handler_args)  # type: ignore[arg-type]

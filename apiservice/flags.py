@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from apiservice import connections
+from apiservice.connections import ConnectionLimits
+
 DEFAULT_ALWAYS_ALLOW = "/healthz,/readyz,/livez"
 DEFAULT_SELF_SIGNED_HOSTS = (
     "localhost,127.0.0.1,keptn-metrics.keptn-system.svc,keptn-metrics.keptn-system.svc.cluster.local"
@@ -135,6 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Kubernetes mode: comma list of APIService names whose spec.caBundle is patched with"
         " the self-signed CA at start (e.g. v1beta2.custom.metrics.k8s.io)",
     )
+    c = parser.add_argument_group("connections (both HTTP ports)")
+    connections.add_arguments(c)
     k = parser.add_argument_group("KEDA")
     k.add_argument("--grpc-port", type=int, default=9998, help="KEDA external scaler gRPC port (0 disables)")
     k.add_argument(
@@ -193,6 +198,7 @@ class ApiOptions:
     keda_auth: bool = False
     keda_grpc_insecure: bool = False
     keda_grpc_client_ca_file: str | None = None
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kubernetes_mode: bool) -> ApiOptions:
@@ -246,4 +252,5 @@ class ApiOptions:
             keda_auth=args.keda_auth,
             keda_grpc_insecure=bool(getattr(args, "keda_grpc_insecure", False)),
             keda_grpc_client_ca_file=getattr(args, "keda_grpc_client_ca_file", None),
+            limits=connections.limits_from_args(args),
         )

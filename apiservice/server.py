@@ -31,6 +31,7 @@ from apiservice.auth import (
     kube_api_client,
 )
 from apiservice.certs import CertificateAuthorities, TlsManager, ensure_self_signed
+from apiservice.connections import GuardedTCPSite
 from apiservice.flags import ApiOptions
 from apiservice.grpc_tls import GrpcServingCredentials
 from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
@@ -53,6 +54,7 @@ class ApiRunner:
     #: PEM of the self-signed CA (None when --tls-cert-file was given): an APIService's caBundle.
     ca_bundle: bytes | None = None
     tls: TlsManager | None = None
+    site: GuardedTCPSite | None = None
     _runner: web.BaseRunner | None = None
     _grpc: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -344,10 +346,13 @@ async def start_api(
         always_allow_paths=o.always_allow_paths,
         clock=clock,
     )
-    runner = web.ServerRunner(build_server(api), handle_signals=False, shutdown_timeout=5.0)
+    server = build_server(api, keepalive_timeout=o.limits.keep_alive_timeout)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     host = "127.0.0.1" if o.insecure_http else o.bind_address
-    site = web.TCPSite(runner, host, o.secure_port, ssl_context=tls.context if tls else None, backlog=1024)
+    site = GuardedTCPSite(
+        runner, host, o.secure_port, limits=o.limits, ssl_context=tls.context if tls else None, backlog=1024
+    )
     await site.start()
     port = None
     for addr in runner.addresses:
@@ -362,6 +367,7 @@ async def start_api(
         scheme="http" if o.insecure_http else "https",
         ca_bundle=ca_bundle,
         tls=tls,
+        site=site,
         _runner=runner,
         _closers=closers,
     )

@@ -116,3 +116,54 @@ def test_server_namespace_provider_stays_shared() -> None:
         prepare(analysis, definition, objective, templates, providers, SERVER_NS).provider.meta.namespace
         == SERVER_NS
     )
+
+
+# -- through a KeptnEvaluation ---------------------------------------------------------------------
+
+
+def evaluation_reading(metric_annotations: dict[str, str] | None, metric_ns: str = "tenant-b") -> Any:
+    from metrics_server.controller.flags import ControllerOptions
+    from metrics_server.controller.model import parse_evaluation_definition
+    from metrics_server.controller.runtime import LifecycleController, RealClock
+    from metrics_server.model import parse_metric
+    from metrics_server.state import MetricStates
+    from metrics_server.store.base import IndexedStore
+
+    store = IndexedStore(server_namespace=SERVER_NS)
+    md: dict[str, Any] = {"name": "revenue", "namespace": metric_ns}
+    if metric_annotations:
+        md["annotations"] = metric_annotations
+    doc = {
+        "apiVersion": "metrics.keptn.sh/v1",
+        "kind": "KeptnMetric",
+        "metadata": md,
+        "spec": {"provider": {"name": "prom"}, "query": "q", "fetchIntervalSeconds": 10},
+    }
+    store.apply(parse_metric(doc))
+    definition = parse_evaluation_definition(
+        {
+            "apiVersion": "lifecycle.keptn.sh/v1",
+            "kind": "KeptnEvaluationDefinition",
+            "metadata": {"name": "gate", "namespace": "tenant-a"},
+            "spec": {
+                "objectives": [
+                    {"keptnMetricRef": {"name": "revenue", "namespace": metric_ns}, "evaluationTarget": ">1"}
+                ]
+            },
+        }
+    )
+    controller = LifecycleController(None, store, MetricStates(), ControllerOptions(), RealClock())  # type: ignore[arg-type]
+    return controller._reading(definition, 0)
+
+
+def test_evaluation_cannot_read_another_tenants_metric() -> None:
+    reading = evaluation_reading(None)
+    assert reading.value is None and ALLOWED_NAMESPACES_ANNOTATION in reading.problem
+
+
+def test_evaluation_reads_a_metric_that_opts_in_and_the_server_namespace() -> None:
+    assert (
+        ALLOWED_NAMESPACES_ANNOTATION
+        not in evaluation_reading({ALLOWED_NAMESPACES_ANNOTATION: "tenant-a"}).problem
+    )
+    assert ALLOWED_NAMESPACES_ANNOTATION not in evaluation_reading(None, metric_ns=SERVER_NS).problem

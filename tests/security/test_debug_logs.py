@@ -34,6 +34,7 @@ def debug_logging(capsys: pytest.CaptureFixture[str]) -> Iterator[None]:  # caps
             logging.getLogger(name).setLevel(level)
 
 
+@pytest.mark.kube
 async def test_debug_log_carries_no_secret_and_no_token(
     kube: KubeEnv, standin_only: KubeStandin, debug_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -126,6 +126,7 @@ def test_resource_path_refuses_dot_segments_and_encodes_the_rest() -> None:
 # -- against the stand-in (and a real API server when configured) ---------------------------------
 
 
+@pytest.mark.kube
 async def test_crd_schema_rejects_the_attack(kube: KubeEnv) -> None:
     doc = attack_provider(kube.namespace)
     with pytest.raises(ApiException) as err:
@@ -150,6 +151,7 @@ async def _victim(kube: KubeEnv) -> str:
     return victim
 
 
+@pytest.mark.kube
 async def test_store_never_reads_another_namespace_secret(kube: KubeEnv) -> None:
     """Even when the object got past an old CRD without patterns, nothing leaves the namespace."""
     victim = await _victim(kube)
@@ -177,6 +179,7 @@ async def test_store_never_reads_another_namespace_secret(kube: KubeEnv) -> None
         await kube.client.delete(f"/api/v1/namespaces/{victim}")
 
 
+@pytest.mark.kube
 async def test_invalid_provider_is_ignored_by_the_store(kube: KubeEnv, standin_only) -> None:  # type: ignore[no-untyped-def]
     """A provider written before the CRD had the pattern is left out of the store, not used."""
     standin_only.crd_schemas = {}

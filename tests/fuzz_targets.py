@@ -210,6 +210,7 @@ class FuzzServer:
     async def _serve(self, d: Path, ready: threading.Event) -> None:
         from aiohttp import web
 
+        from apiservice import connections
         from apiservice.flags import ApiOptions, add_arguments
         from apiservice.server import start_api
         from metrics_server.http_server import MetricsPortApp
@@ -228,11 +229,17 @@ class FuzzServer:
         runner = await start_api(store, states, ApiOptions.from_args(args, kubernetes_mode=False))
         assert runner.port is not None
         self.secure_port = runner.port
-        metrics = web.AppRunner(MetricsPortApp(store, states).build(), access_log=None, shutdown_timeout=0.5)
+        limits = connections.limits_from_args(args)  # the metrics port as `serve` runs it
+        metrics = web.AppRunner(
+            MetricsPortApp(store, states).build(),
+            access_log=None,
+            shutdown_timeout=0.5,
+            keepalive_timeout=limits.keep_alive_timeout,
+        )
         await metrics.setup()
-        site = web.TCPSite(metrics, "127.0.0.1", 0)
+        site = connections.GuardedTCPSite(metrics, "127.0.0.1", 0, limits=limits)
         await site.start()
-        self.metrics_port = metrics.addresses[0][1]
+        self.metrics_port = site.port
         self._stop = asyncio.Event()
         ready.set()
         try:

@@ -15,7 +15,8 @@ lists the ScaledObject's namespace (PERMISSION_DENIED otherwise). TLS with the s
 certificate by default (see apiservice/grpc_tls.py).
 
 Errors are gRPC statuses: NOT_FOUND (no such KeptnMetric), UNAVAILABLE (no fresh value:
-same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata). KEDA then applies
+same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata), PERMISSION_DENIED
+(another namespace's KeptnMetric that did not opt in, existing or not). KEDA then applies
 the ScaledObject's fallback, if any.
 """
 

@@ -248,12 +248,14 @@ class MetricsApi:
         self, version: str, rest: list[str], label_sel: str | None, metric_sel: str | None, path: str
     ) -> tuple[str, Attributes, Callable[[], web.Response]]:
         def attrs(ns: str, resource: str, name: str, sub: str) -> Attributes:
+            # RBAC matches strings: every spelling of KeptnMetrics is authorized as the canonical
+            # one (HPA's form), so a rule for keptnmetrics.metrics.keptn.sh covers the aliases
             return Attributes(
                 verb="get",
                 namespace=ns,
                 group=CUSTOM_GROUP,
                 version=version,
-                resource=resource,
+                resource=RESOURCE if resource in RESOURCE_SPELLINGS else resource,
                 name=name,
                 subresource=sub,
             )
@@ -607,6 +609,7 @@ class MetricsApi:
         )
 
 
-def build_server(api: MetricsApi) -> web.Server:
-    """aiohttp's low-level server: the API routes every path itself, so no router is needed."""
-    return web.Server(api.handle, max_field_size=16384, access_log=None)  # type: ignore[arg-type]
+def build_server(api: MetricsApi, **handler_args: Any) -> web.Server:
+    """aiohttp's low-level server: the API routes every path itself, so no router is needed.
+    `handler_args` go to each connection's handler (e.g. `keepalive_timeout`)."""
+    return web.Server(api.handle, max_field_size=16384, access_log=None, **handler_args)  # type: ignore[arg-type]

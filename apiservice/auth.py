@@ -286,10 +286,19 @@ class Authenticator:
         try:
             user = await self.token_reviewer.review_token(token)
         except Exception as exc:  # an unreachable API server authenticates nobody; not cached
-            log.warning("TokenReview failed: %s", exc)
+            log.warning("TokenReview failed: %s", describe_failure(exc))
             return None
         self._tokens[key] = user
         return user
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A review failure without the response's headers and body (an ApiException prints both,
+    and a TokenReview's body carries the caller's token)."""
+    status = getattr(exc, "status", None)
+    if status is not None:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return type(exc).__name__ + (f": {exc}" if isinstance(exc, OSError | TimeoutError) else "")
 
 
 # -- authorization --------------------------------------------------------------------------
@@ -345,8 +354,8 @@ class Authorizer:
             try:
                 allowed, reason = await self.reviewer.review_access(*key)
             except Exception as exc:  # not cached: the next request asks again
-                log.warning("SubjectAccessReview failed: %s", exc)
-                result = (False, f"authorization webhook unavailable: {exc}")
+                log.warning("SubjectAccessReview failed: %s", describe_failure(exc))
+                result = (False, f"authorization webhook unavailable: {describe_failure(exc)}")
                 fut.set_result(result)
                 return result
             (self._allowed if allowed else self._denied)[key] = reason
@@ -364,8 +373,12 @@ def keda_auth_middleware(options: Any, authenticator: Authenticator, authorizer:
     """aiohttp middleware guarding `GET /api/v1/metrics/{namespace}/{name}` (KEDA metrics-api).
 
     A bearer token is required (TokenReview); the user must be allowed to `get` the
-    KeptnMetric (`keptnmetrics.metrics.keptn.sh`, SubjectAccessReview). Other paths pass.
-    Add it only when `options.keda_auth` is on.
+    KeptnMetric (`keptnmetrics.metrics.keptn.sh`, SubjectAccessReview). `/metrics` (every
+    KeptnMetric's value as a gauge) needs a token allowed `get` on the non-resource path
+    `/metrics`, as kube-rbac-proxy and metrics-server ask: a Prometheus ServiceMonitor sends
+    its service account's token (`bearerTokenFile`, or `authorization` from a Secret), and
+    ClusterRole `keptn-metrics-scraper` grants it. Health paths pass. Add it only when
+    `options.keda_auth` is on.
     """
     from apiservice.status import error_response
 
@@ -373,27 +386,27 @@ def keda_auth_middleware(options: Any, authenticator: Authenticator, authorizer:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(prefix):
+        exposition = request.path.rstrip("/") == "/metrics"
+        if not exposition and not request.path.startswith(prefix):
             return await handler(request)
-        parts = request.path[len(prefix) :].split("/")
         try:
             auth = request.headers.get("Authorization", "")
             if auth[:7].lower() != "bearer " or not auth[7:].strip():
                 raise ApiError(401, "Unauthorized: a bearer token is required (--keda-auth is on)")
             user = await authenticator.authenticate(request)
-            ns = parts[0] if parts else ""
-            name = parts[1] if len(parts) > 1 else ""
-            await authorizer.authorize(
-                user,
-                Attributes(
+            if exposition:
+                attrs = Attributes(verb="get", path="/metrics")
+            else:
+                parts = request.path[len(prefix) :].split("/")
+                attrs = Attributes(
                     verb="get",
-                    namespace=ns,
+                    namespace=parts[0] if parts else "",
                     group="metrics.keptn.sh",
                     version="v1",
                     resource="keptnmetrics",
-                    name=name,
-                ),
-            )
+                    name=parts[1] if len(parts) > 1 else "",
+                )
+            await authorizer.authorize(user, attrs)
         except ApiError as err:
             return error_response(err)
         return await handler(request)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from apiservice import connections
+from apiservice.connections import ConnectionLimits
+
 DEFAULT_ALWAYS_ALLOW = "/healthz,/readyz,/livez"
 DEFAULT_SELF_SIGNED_HOSTS = (
     "localhost,127.0.0.1,keptn-metrics.keptn-system.svc,keptn-metrics.keptn-system.svc.cluster.local"
@@ -141,14 +144,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Kubernetes mode: comma list of APIService names whose spec.caBundle is patched with"
         " the self-signed CA at start (e.g. v1beta2.custom.metrics.k8s.io)",
     )
+    c = parser.add_argument_group("connections (both HTTP ports)")
+    connections.add_arguments(c)
     k = parser.add_argument_group("KEDA")
     k.add_argument("--grpc-port", type=int, default=9998, help="KEDA external scaler gRPC port (0 disables)")
     k.add_argument(
         "--keda-auth",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="require a bearer token (TokenReview + SubjectAccessReview get keptnmetrics) on"
-        " /api/v1/metrics/{namespace}/{name}; off by default like upstream",
+        help="require a bearer token on the metrics port's values: /api/v1/metrics/{namespace}/{name}"
+        " (TokenReview + SubjectAccessReview get keptnmetrics in the namespace) and /metrics"
+        " (SubjectAccessReview get on the non-resource path /metrics, as for any Kubernetes"
+        " component; a ServiceMonitor sends its service account token); off by default like upstream",
+    )
+    k.add_argument(
+        "--keda-grpc-insecure",
+        action="store_true",
+        help="serve the gRPC scaler in plain text (default: TLS with the serving certificate)",
+    )
+    k.add_argument(
+        "--keda-grpc-client-ca-file",
+        default=None,
+        help="require gRPC clients (KEDA) to present a certificate issued by this CA bundle",
     )
 
 
@@ -186,6 +203,9 @@ class ApiOptions:
     apiservice_ca_injection: list[str] = field(default_factory=list)
     grpc_port: int = 9998
     keda_auth: bool = False
+    keda_grpc_insecure: bool = False
+    keda_grpc_client_ca_file: str | None = None
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, kubernetes_mode: bool) -> ApiOptions:
@@ -238,4 +258,7 @@ class ApiOptions:
             apiservice_ca_injection=_csv(args.apiservice_ca_injection),
             grpc_port=args.grpc_port,
             keda_auth=args.keda_auth,
+            keda_grpc_insecure=bool(getattr(args, "keda_grpc_insecure", False)),
+            keda_grpc_client_ca_file=getattr(args, "keda_grpc_client_ca_file", None),
+            limits=connections.limits_from_args(args),
         )

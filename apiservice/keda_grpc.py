@@ -9,8 +9,14 @@ A ScaledObject trigger of `type: external` names the KeptnMetric in its metadata
     activationValue: "0"                # default 0: active while value > activation
                                         # (alias: activationTargetValue, KEDA's usual spelling)
 
+A ScaledObject reads KeptnMetrics of its own namespace (`scaledObjectRef.namespace`); one of
+another namespace only when that KeptnMetric's annotation `metrics.keptn.sh/allowed-namespaces`
+lists the ScaledObject's namespace (PERMISSION_DENIED otherwise). TLS with the serving
+certificate by default (see apiservice/grpc_tls.py).
+
 Errors are gRPC statuses: NOT_FOUND (no such KeptnMetric), UNAVAILABLE (no fresh value:
-same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata). KEDA then applies
+same staleness rule as the HTTP APIs), INVALID_ARGUMENT (bad metadata), PERMISSION_DENIED
+(another namespace's KeptnMetric that did not opt in, existing or not). KEDA then applies
 the ScaledObject's fallback, if any.
 """
 
@@ -29,8 +35,9 @@ import grpc
 from apiservice import keda_proto as pb
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError
-from metrics_server.model import KeptnMetric, ObjectKey
+from metrics_server.model import KeptnMetric, ObjectKey, ObjectMeta
 from metrics_server.store.base import Store
+from metrics_server.tenancy import may_read_metric, metric_denied_message
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class Trigger:
     key: ObjectKey
     target: float
     activation: float
+    consumer: str = ""  # scaledObjectRef.namespace: whose ScaledObject asks (tenancy)
 
 
 def _number(meta: Any, name: str, default: float) -> float:
@@ -80,7 +88,11 @@ def parse_trigger(ref: Any) -> Trigger:
     if target <= 0:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.targetValue must be greater than 0")
     activation_key = "activationValue" if "activationValue" in meta else "activationTargetValue"
-    return Trigger(ObjectKey(namespace, name), target, _number(meta, activation_key, 0.0))
+    return Trigger(ObjectKey(namespace, name), target, _number(meta, activation_key, 0.0), ref.namespace)
+
+
+def _denied(trigger: Trigger) -> str:
+    return metric_denied_message(ObjectMeta(trigger.key.namespace, trigger.key.name), trigger.consumer)
 
 
 class ExternalScaler:
@@ -91,6 +103,11 @@ class ExternalScaler:
 
     def _value(self, trigger: Trigger) -> float:
         metric = self.store.get_metric(trigger.key)
+        if trigger.key.namespace != trigger.consumer and (
+            metric is None or not may_read_metric(metric.meta, trigger.consumer)
+        ):
+            # the same answer whether or not it exists: no probing other tenants' metric names
+            raise _Abort(grpc.StatusCode.PERMISSION_DENIED, _denied(trigger))
         if metric is None:
             raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {trigger.key} not found")
         try:
@@ -128,7 +145,7 @@ class ExternalScaler:
             try:
                 active = self._value(trigger) > trigger.activation
             except _Abort as exc:
-                if exc.code == grpc.StatusCode.NOT_FOUND:
+                if exc.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                     await context.abort(exc.code, exc.message)
                     return
                 active = False  # no fresh value: not active (KEDA keeps polling GetMetrics too)
@@ -182,13 +199,38 @@ class ExternalScaler:
         )
 
 
-async def start_grpc_scaler(scaler: ExternalScaler, address: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start the scaler on `address:port` (port 0: any free port); returns (server, bound port)."""
-    server = grpc.aio.server()
+#: bounds of the gRPC server (connection hygiene): concurrent RPCs, message size, idle and
+#: handshake-less connections are closed by gRPC core's keepalive/max-connection-idle settings
+GRPC_MAX_CONCURRENT_RPCS = 1000
+GRPC_OPTIONS = (
+    ("grpc.max_receive_message_length", 64 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024),
+    ("grpc.max_connection_idle_ms", 300_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.server_handshake_timeout_ms", 10_000),
+)
+
+
+async def start_grpc_scaler(
+    scaler: ExternalScaler,
+    address: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Start the scaler on `address:port` (port 0: any free port); returns (server, bound port).
+
+    `credentials` None means plain text: only behind `--keda-grpc-insecure` (or local
+    `--insecure-http` on loopback); the caller decides.
+    """
+    server = grpc.aio.server(options=GRPC_OPTIONS, maximum_concurrent_rpcs=GRPC_MAX_CONCURRENT_RPCS)
     server.add_generic_rpc_handlers((scaler.handler(),))
-    bound = server.add_insecure_port(f"{address}:{port}")
+    target = f"{address}:{port}"
+    bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
     if bound == 0:
         raise OSError(f"cannot listen on {address}:{port} for the KEDA gRPC scaler")
     await server.start()
-    log.info("KEDA external scaler (gRPC) listening on %s:%d", address, bound)
+    mode = "TLS" if credentials else "plain text"
+    log.info("KEDA external scaler (gRPC, %s) listening on %s:%d", mode, address, bound)
     return server, bound

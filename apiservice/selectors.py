@@ -43,11 +43,11 @@ class Requirement:
             return self.key not in labels or labels[self.key] not in self.values
         if self.key not in labels:
             return False
-        try:
-            have = int(labels[self.key])
-        except ValueError:
-            return False
-        bound = int(self.values[0])
+        have = int64(labels[self.key])
+        if have is None:
+            return False  # as Kubernetes: a label that is not an int64 never matches Gt/Lt
+        bound = int64(self.values[0])
+        assert bound is not None  # parse_selector admits only int64 bounds
         return have > bound if op == "gt" else have < bound
 
 
@@ -88,6 +88,18 @@ class Selector:
         if expressions:
             out["matchExpressions"] = expressions
         return out
+
+
+_INT64 = re.compile(r"[-+]?[0-9]{1,19}")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int64(text: str) -> int | None:
+    """`text` as Go's strconv.ParseInt(text, 10, 64) reads it, or None (never a huge int)."""
+    if not _INT64.fullmatch(text):
+        return None
+    value = int(text)
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 def _check_key(key: str) -> None:
@@ -134,8 +146,10 @@ def parse_selector(text: str | None) -> Selector:
     def peek() -> str | None:
         return toks[i] if i < len(toks) else None
 
+    shown_text = text if len(text) <= 200 else text[:200] + "..."
+
     def fail(msg: str) -> SelectorError:
-        return SelectorError(f"unable to parse labelSelector {text!r}: {msg}")
+        return SelectorError(f"unable to parse labelSelector {shown_text!r}: {msg}")
 
     while True:
         tok = peek()
@@ -172,8 +186,9 @@ def parse_selector(text: str | None) -> Selector:
             elif op in ("<", ">"):
                 i += 1
                 value = peek()
-                if value is None or not re.fullmatch(r"-?[0-9]+", value):
-                    raise fail(f"{op!r} needs an integer value, found {value!r}")
+                if value is None or int64(value) is None:
+                    shown = value if value is None or len(value) <= 40 else value[:40] + "..."
+                    raise fail(f"{op!r} needs a 64-bit integer value, found {shown!r}")
                 i += 1
                 reqs.append(Requirement(key, "gt" if op == ">" else "lt", (value,)))
             elif op in ("in", "notin"):

@@ -31,7 +31,9 @@ from apiservice.auth import (
     kube_api_client,
 )
 from apiservice.certs import CertificateAuthorities, TlsManager, ensure_self_signed
+from apiservice.connections import GuardedTCPSite
 from apiservice.flags import ApiOptions
+from apiservice.grpc_tls import GrpcServingCredentials
 from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
 from metrics_server.state import MetricStates
 from metrics_server.store.base import Store
@@ -52,6 +54,7 @@ class ApiRunner:
     #: PEM of the self-signed CA (None when --tls-cert-file was given): an APIService's caBundle.
     ca_bundle: bytes | None = None
     tls: TlsManager | None = None
+    site: GuardedTCPSite | None = None
     _runner: web.BaseRunner | None = None
     _grpc: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -228,6 +231,17 @@ async def _shared_ca(o: ApiOptions, api_client: Any) -> tuple[bytes, bytes]:
         return await shared_ca(client, o.server_namespace)
 
 
+def _grpc_listener(o: ApiOptions, tls: TlsManager | None) -> tuple[str, int, Any]:
+    """(address, port, credentials) of the gRPC scaler: TLS with the serving certificate unless
+    --keda-grpc-insecure; local --insecure-http has no certificate, so plain text on loopback."""
+    if o.keda_grpc_insecure:
+        return o.bind_address, o.grpc_port, None
+    if tls is None:
+        return "127.0.0.1", o.grpc_port, None
+    creds = GrpcServingCredentials(tls.cert_file, tls.key_file, o.keda_grpc_client_ca_file)
+    return o.bind_address, o.grpc_port, creds.credentials()
+
+
 async def start_api(
     store: Store,
     states: MetricStates,
@@ -335,10 +349,13 @@ async def start_api(
         always_allow_paths=o.always_allow_paths,
         clock=clock,
     )
-    runner = web.ServerRunner(build_server(api), handle_signals=False, shutdown_timeout=5.0)
+    server = build_server(api, keepalive_timeout=o.limits.keep_alive_timeout)
+    runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     host = "127.0.0.1" if o.insecure_http else o.bind_address
-    site = web.TCPSite(runner, host, o.secure_port, ssl_context=tls.context if tls else None, backlog=1024)
+    site = GuardedTCPSite(
+        runner, host, o.secure_port, limits=o.limits, ssl_context=tls.context if tls else None, backlog=1024
+    )
     await site.start()
     port = None
     for addr in runner.addresses:
@@ -353,6 +370,7 @@ async def start_api(
         scheme="http" if o.insecure_http else "https",
         ca_bundle=ca_bundle,
         tls=tls,
+        site=site,
         _runner=runner,
         _closers=closers,
     )
@@ -360,7 +378,9 @@ async def start_api(
     try:
         if o.grpc_port:
             scaler = ExternalScaler(store, api.fresh_value)
-            result._grpc, result.grpc_port = await start_grpc_scaler(scaler, o.bind_address, o.grpc_port)
+            result._grpc, result.grpc_port = await start_grpc_scaler(
+                scaler, *_grpc_listener(o, tls)
+            )
         if tls is not None and o.cert_reload_interval > 0:
             result._tasks.append(asyncio.create_task(tls.watch(o.cert_reload_interval)))
         if o.kubernetes_mode and o.apiservice_ca_injection and ca_bundle is not None:

@@ -35,11 +35,11 @@ async def shared_ca(client: Any, namespace: str, name: str = CA_SECRET_NAME) -> 
 
     `client` is a metrics_server.kube.client.KubeClient (get / create_object raising ApiException).
     """
-    from metrics_server.kube.client import ApiException
+    from metrics_server.kube.client import ApiException, resource_path
 
-    path = f"/api/v1/namespaces/{namespace}/secrets"
+    path = resource_path("", "v1", "secrets", namespace)
     try:
-        existing = _decode(await client.get(f"{path}/{name}"))
+        existing = _decode(await client.get(resource_path("", "v1", "secrets", namespace, name)))
         if existing is not None:
             return existing
         raise RuntimeError(f"Secret {namespace}/{name} exists but holds no {CERT_KEY}/{KEY_KEY}")

@@ -29,6 +29,12 @@ _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:  # run as a script from a checkout: read the registry beside it
     sys.path.insert(0, _REPO)
 from metrics_server.aggregation import AGGREGATIONS  # noqa: E402
+from metrics_server.names import (  # noqa: E402
+    DNS1123_LABEL_MAX,
+    DNS1123_LABEL_PATTERN,
+    DNS1123_SUBDOMAIN_MAX,
+    DNS1123_SUBDOMAIN_PATTERN,
+)
 from providers.registry import OUR_TYPES, TYPE_NAMES, UPSTREAM_TYPES  # noqa: E402
 
 CRD_DIR = Path(__file__).resolve().parent / "crds"
@@ -93,12 +99,42 @@ def root(description: str, spec: Schema | None, status: Schema | None) -> Schema
     return {"type": "object", "description": description, "properties": props}
 
 
+def object_name(description: str, **extra: Any) -> Schema:
+    """A string that names a Kubernetes object: the API server's DNS-1123 subdomain rule."""
+    return s(
+        "string", description, maxLength=DNS1123_SUBDOMAIN_MAX, pattern=DNS1123_SUBDOMAIN_PATTERN, **extra
+    )
+
+
+def reference_name(description: str) -> Schema:
+    """A name referenced from a lifecycle object: a valid REST path segment (upstream's own
+    manifests reference names like `response_time_p95`, so DNS-1123 would reject them)."""
+    return s(
+        "string",
+        description,
+        maxLength=DNS1123_SUBDOMAIN_MAX,
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self != '.' && self != '..' && !self.contains('/') && !self.contains('%')",
+                    "message": "may not be '.' or '..' and may not contain '/' or '%'",
+                }
+            ]
+        },
+    )
+
+
+def namespace_name(description: str) -> Schema:
+    """A string that names a namespace (DNS-1123 label), or empty for "the object's own"."""
+    return s("string", description, maxLength=DNS1123_LABEL_MAX, pattern=f"^$|{DNS1123_LABEL_PATTERN}")
+
+
 def object_reference(what: str) -> Schema:
     return obj(
         f"{what}",
         {
-            "name": s("string", "Name defines the name of the referenced object"),
-            "namespace": s("string", "Namespace defines the namespace of the referenced object"),
+            "name": reference_name("Name defines the name of the referenced object"),
+            "namespace": namespace_name("Namespace defines the namespace of the referenced object"),
         },
         ["name"],
     )
@@ -209,7 +245,7 @@ def keptn_metric_schema(with_range: bool) -> Schema:
         ),
         "provider": obj(
             "Provider represents the provider object",
-            {"name": s("string", "Name of the provider", minLength=1)},
+            {"name": object_name("Name of the provider", minLength=1)},
             ["name"],
         ),
         "query": s("string", "Query represents the query to be run"),
@@ -331,7 +367,13 @@ def provider_schema() -> Schema:
                         "key": s(
                             "string", "The key of the secret to select from. Must be a valid secret key."
                         ),
-                        "name": s("string", "Name of the referent.", default=""),
+                        "name": s(
+                            "string",
+                            "Name of the referent (a Secret in the provider's namespace).",
+                            default="",
+                            maxLength=DNS1123_SUBDOMAIN_MAX,
+                            pattern=f"^$|{DNS1123_SUBDOMAIN_PATTERN}",
+                        ),
                         "optional": s("boolean", "Specify whether the Secret or its key must be defined"),
                     },
                     ["key"],
@@ -659,9 +701,8 @@ def evaluation_definition_schema(version: str) -> Schema:
                         "keptnMetricRef": obj(
                             "KeptnMetricRef references the KeptnMetric that should be evaluated.",
                             {
-                                "name": s("string", "Name is the name of the referenced KeptnMetric."),
-                                "namespace": s(
-                                    "string",
+                                "name": object_name("Name is the name of the referenced KeptnMetric."),
+                                "namespace": namespace_name(
                                     "Namespace is the namespace where the referenced KeptnMetric is located.",
                                 ),
                             },
@@ -717,8 +758,7 @@ def evaluation_schema(version: str) -> Schema:
             "string",
             "Type indicates whether the KeptnEvaluation is part of the pre- or postDeployment phase.",
         ),
-        "evaluationDefinition": s(
-            "string",
+        "evaluationDefinition": object_name(
             "EvaluationDefinition refers to the name of the KeptnEvaluationDefinition which includes the "
             "objectives for the KeptnEvaluation.",
         ),

@@ -239,6 +239,24 @@ def chart_templates() -> dict[str, str]:
                 name,
             )
         elif name == "networkpolicy.yaml":
+            text = re.sub(
+                r"          values:\n(          - .*\n)+",
+                "          values:\n"
+                "          {{- toYaml .Values.networkPolicy.clientNamespaces | nindent 10 }}\n",
+                text,
+                count=1,
+            )
+            text = _sub(
+                text,
+                "    - namespaceSelector:\n",
+                "    - namespaceSelector:\n"
+                "        {{- if .Values.networkPolicy.clientNamespaceSelector }}\n"
+                "        {{- toYaml .Values.networkPolicy.clientNamespaceSelector | nindent 8 }}\n"
+                "        {{- else }}\n",
+                name,
+            )
+            ports = "    ports:\n    - port: 9999\n"
+            text = _sub(text, ports, "        {{- end }}\n" + ports, name)
             text = _wrap(text, ".Values.networkPolicy.enabled")
         out[name] = HEADER + text
     ext = (DEPLOY / "components" / "external-metrics" / "apiservice-external.yaml").read_text(
@@ -253,6 +271,17 @@ def chart_templates() -> dict[str, str]:
     return out
 
 
+def _client_namespaces() -> list[str]:
+    """The namespaces the base NetworkPolicy lets reach 9998/9999 (by kubernetes.io/metadata.name)."""
+    policy = _load(BASE / "networkpolicy.yaml")[0]
+    for rule in policy["spec"]["ingress"]:
+        for peer in rule.get("from", []):
+            for expr in peer.get("namespaceSelector", {}).get("matchExpressions", []):
+                if expr["key"] == "kubernetes.io/metadata.name" and expr["operator"] == "In":
+                    return list(expr["values"])
+    raise ValueError("networkpolicy.yaml: no namespace list for the KEDA/metrics ports")
+
+
 def default_values() -> dict[str, Any]:
     container = _base_deployment()["spec"]["template"]["spec"]["containers"][0]
     repository, tag = container["image"].rsplit(":", 1)
@@ -265,7 +294,11 @@ def default_values() -> dict[str, Any]:
         "externalMetrics": {"enabled": False},
         "certManager": {"enabled": False},
         "podDisruptionBudget": {"minAvailable": 1},
-        "networkPolicy": {"enabled": True},
+        "networkPolicy": {
+            "enabled": True,
+            "clientNamespaces": _client_namespaces(),
+            "clientNamespaceSelector": {},
+        },
         "serviceMonitor": {"enabled": False, "interval": "30s", "labels": {}},
         "prometheusRule": {"enabled": False, "labels": {}, "jobSelector": f'job="{JOB}"'},
         "grafanaDashboard": {"enabled": False},
@@ -280,6 +313,10 @@ VALUES_COMMENTS = """\
 #   external metrics server may exist per cluster; KEDA often holds it).
 # certManager.enabled: serving certificate from cert-manager (Issuer + Certificate, CA
 #   injected by cert-manager) instead of the server's own CA written into caBundle.
+# networkPolicy.clientNamespaces: namespaces whose pods may reach the KEDA gRPC scaler
+#   (9998) and the metrics port (9999: KEDA metrics-api, /metrics); 6443 stays open to the
+#   kube-apiserver. networkPolicy.clientNamespaceSelector: a full namespaceSelector used
+#   instead when not empty. See docs/security.md.
 # serviceMonitor.enabled: a prometheus-operator ServiceMonitor for the metrics port, with a
 #   scraper ServiceAccount allowed to `get /metrics` (labels: for the Prometheus's selector).
 # prometheusRule.enabled: the alerts (runbooks in docs/operations.md); jobSelector: the

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from apiservice.connections import GuardedTCPSite, limits_from_args
 from metrics_server.evaluator import Evaluator, EvaluatorOptions
 from metrics_server.http_server import MetricsPortApp
 from metrics_server.state import MetricStates
@@ -70,9 +71,15 @@ class Services:
 
             self._keda_auth = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
             self.metrics_port.middlewares.append(self._keda_auth.middleware)
-        self._runner = web.AppRunner(self.metrics_port.build(), access_log=None, shutdown_timeout=5.0)
+        limits = limits_from_args(self.args)
+        self._runner = web.AppRunner(
+            self.metrics_port.build(),
+            access_log=None,
+            shutdown_timeout=5.0,
+            keepalive_timeout=limits.keep_alive_timeout,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.args.bind_address, self.args.metrics_port)
+        site = GuardedTCPSite(self._runner, self.args.bind_address, self.args.metrics_port, limits=limits)
         await site.start()
         log.info("metrics port listening on http://%s:%s", self.args.bind_address, self.args.metrics_port)
         self._api = await self._start_api()

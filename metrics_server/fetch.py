@@ -6,13 +6,14 @@ answers exactly what the server would.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
 from metrics_server.aggregation import aggregate
 from metrics_server.model import KeptnMetricsProvider, MetricRange, ObjectKey, Secret
-from metrics_server.redact import redact
+from metrics_server.redact import REGISTRY
 from metrics_server.store.base import Store
 from providers import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, create_provider
 from providers.base import finite
@@ -116,6 +117,7 @@ class ProviderPool:
         )
         client = create_provider(config)
         self._clients[provider.key] = _Client(provider, secret, config, client)
+        REGISTRY.put(config.name, client.redactor)  # logs of any library are redacted too
         if current is not None:
             await self._close(current)
         return client, config
@@ -123,6 +125,7 @@ class ProviderPool:
     async def invalidate(self, key: ObjectKey) -> None:
         current = self._clients.pop(key, None)
         if current is not None:
+            REGISTRY.drop(current.config.name)
             await self._close(current)
 
     async def close(self) -> None:
@@ -145,13 +148,16 @@ async def query_once(
     *,
     end: float | None = None,
 ) -> tuple[QueryResult, float]:
-    """Run the query; errors come back as ProviderError with secrets redacted."""
+    """Run the query; errors come back as ProviderError with secrets redacted, and so does
+    the raw answer (it becomes `status.rawValue`, readable by anyone who can read the metric)."""
+    redactor = client.redactor
     try:
         result = await client.query(query, window_for(mrange, end))
     except ProviderError as exc:
-        raise ProviderError(
-            redact(exc.message, config.secret_values()), auth=exc.auth, retryable=exc.retryable
-        ) from None
+        raise ProviderError(redactor(exc.message), auth=exc.auth, retryable=exc.retryable) from None
+    raw = redactor.bytes(result.raw)
+    if raw is not result.raw:
+        result = dataclasses.replace(result, raw=raw)
     return result, time.time()
 
 

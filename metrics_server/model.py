@@ -19,7 +19,9 @@ from metrics_server.durations import DurationError, parse_duration
 from metrics_server.validation import (
     ValidationError,
     check_api_version,
+    describe_object,
     expect_map,
+    namespace_name,
     object_name,
     split_api_version,
     str_map,
@@ -34,9 +36,6 @@ STORAGE_VERSION = "v1"
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
 
-# Kubernetes object names: DNS-1123 subdomain (names) and label (namespaces).
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Upstream's kubebuilder pattern for range.interval / range.step.
 _UPSTREAM_DURATION = re.compile(r"^0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 
@@ -141,11 +140,9 @@ def parse_meta(doc: Mapping[str, Any], obj: str, default_namespace: str) -> Obje
     name = md.get("name")
     if not isinstance(name, str) or not name:
         raise ValidationError(obj, "metadata.name", "is required")
-    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-        raise ValidationError(obj, "metadata.name", f"{name!r} is not a valid DNS-1123 subdomain")
+    object_name(name, obj, "metadata.name")
     ns = md.get("namespace") or default_namespace
-    if not isinstance(ns, str) or len(ns) > 63 or not _DNS1123_LABEL.match(ns):
-        raise ValidationError(obj, "metadata.namespace", f"{ns!r} is not a valid DNS-1123 label")
+    namespace_name(ns, obj, "metadata.namespace")
     gen = md.get("generation", 0)
     return ObjectMeta(
         namespace=ns,
@@ -171,7 +168,7 @@ def _duration_field(value: Any, obj: str, path: str) -> str:
 
 
 def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnMetricsProvider:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     version = check_api_version(doc, obj, METRICS_GROUP, METRICS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
@@ -192,6 +189,7 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
         rname = raw_ref.get("name")
         if not isinstance(rname, str) or not rname:
             raise ValidationError(obj, "spec.secretKeyRef.name", "is required")
+        object_name(rname, obj, "spec.secretKeyRef.name")  # it becomes a path segment of a Secret GET
         rkey = raw_ref.get("key", "")
         if not isinstance(rkey, str):
             raise ValidationError(obj, "spec.secretKeyRef.key", "must be a string")
@@ -213,7 +211,7 @@ def parse_provider(doc: Mapping[str, Any], default_namespace: str = "default") -
 
 
 def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnMetric:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     version = check_api_version(doc, obj, METRICS_GROUP, METRICS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
@@ -221,6 +219,7 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
     pname = provider.get("name")
     if not isinstance(pname, str) or not pname:
         raise ValidationError(obj, "spec.provider.name", "is required")
+    object_name(pname, obj, "spec.provider.name")
     query = spec.get("query")
     if not isinstance(query, str) or not query.strip():
         raise ValidationError(obj, "spec.query", "is required")
@@ -281,7 +280,7 @@ def _parse_range(raw: Mapping[str, Any], obj: str) -> MetricRange:
 
 
 def parse_secret(doc: Mapping[str, Any], default_namespace: str = "default") -> Secret:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     group, version = split_api_version(doc, obj)
     if group != "" or version != "v1":
         raise ValidationError(obj, "apiVersion", "a Secret must be apiVersion v1")
@@ -314,6 +313,6 @@ def parse_resource(doc: Mapping[str, Any], default_namespace: str = "default") -
         raise ValidationError("<document>", "", f"must be a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise ValidationError(object_name(doc, default_namespace), "kind", "is required")
+        raise ValidationError(describe_object(doc, default_namespace), "kind", "is required")
     parser = PARSERS.get(kind)
     return parser(doc, default_namespace) if parser else None

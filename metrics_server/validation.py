@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from metrics_server.names import dns1123_label_errors, dns1123_subdomain_errors, path_segment_errors
+
 
 class ValidationError(ValueError):
     """A manifest that upstream Keptn would reject; the message names object and field."""
@@ -20,7 +22,7 @@ class ValidationError(ValueError):
         super().__init__(f"{obj}: {field_path}: {message}")
 
 
-def object_name(doc: Mapping[str, Any], default_namespace: str) -> str:
+def describe_object(doc: Mapping[str, Any], default_namespace: str) -> str:
     """`Kind namespace/name` for messages, whatever shape the metadata has."""
     md = doc.get("metadata") or {}
     ns = (md.get("namespace") if isinstance(md, Mapping) else None) or default_namespace
@@ -67,11 +69,47 @@ def check_api_version(doc: Mapping[str, Any], obj: str, group: str, versions: tu
     return version
 
 
+def object_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it is a valid Kubernetes object name (DNS-1123 subdomain), the API server's rule."""
+    if not isinstance(value, str):
+        raise ValidationError(obj, path, "must be a string")
+    errors = dns1123_subdomain_errors(value)
+    if errors:
+        raise ValidationError(obj, path, f"{value!r} is not a valid name: {'; '.join(errors)}")
+    return value
+
+
+def reference_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it may name an object in a REST path (IsValidPathSegmentName: not `.` or `..`,
+    no `/` or `%`). For references inside lifecycle objects, where upstream's own manifests use
+    names such as `response_time_p95` that no object can have: such a reference stays valid and
+    simply never resolves, while a path-escaping one is refused here."""
+    if not isinstance(value, str):
+        raise ValidationError(obj, path, "must be a string")
+    errors = path_segment_errors(value)
+    if errors:
+        raise ValidationError(obj, path, f"{value!r} is not a valid name: {'; '.join(errors)}")
+    return value
+
+
+def namespace_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it is a valid namespace (DNS-1123 label), the API server's rule."""
+    if not isinstance(value, str):
+        raise ValidationError(obj, path, "must be a string")
+    errors = dns1123_label_errors(value)
+    if errors:
+        raise ValidationError(obj, path, f"{value!r} is not a valid namespace: {'; '.join(errors)}")
+    return value
+
+
 __all__ = [
     "ValidationError",
     "check_api_version",
+    "describe_object",
     "expect_map",
+    "namespace_name",
     "object_name",
+    "reference_name",
     "split_api_version",
     "str_map",
 ]

@@ -256,7 +256,7 @@ class AzureProvider(Provider):
             return self._logs
 
     def _scrub(self, text: str) -> str:
-        return scrub(text, self.config.secret_values())
+        return scrub(text, self.redactor)
 
     def _error(self, exc: BaseException) -> ProviderError:
         if isinstance(
@@ -273,7 +273,7 @@ class AzureProvider(Provider):
                 detail = f"{exc.error.code}: {exc.error.message}"
             elif exc.response is not None:
                 with contextlib.suppress(Exception):
-                    detail = exc.response.text()[:300]
+                    detail = exc.response.text()  # _scrub redacts, then cuts
             return ProviderError(
                 f"azure monitor answered HTTP {status}" + (f": {self._scrub(detail)}" if detail else ""),
                 auth=status in (401, 403) or isinstance(exc, az_exc.ClientAuthenticationError),

@@ -11,6 +11,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from metrics_server.redact import Redactor, credential_values
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,12 @@ class ProviderConfig:
 
     def secret_values(self) -> list[str]:
         """Every secret value, so callers can scrub them from any text they show."""
-        out = []
-        for raw in self.secret.values():
-            text = raw.decode("utf-8", errors="replace")
-            if len(text.strip()) >= 3:
-                out.append(text.strip())
-                out.extend(part for part in text.split() if len(part) >= 6)
-        return out
+        return credential_values(raw.decode("utf-8", errors="replace") for raw in self.secret.values())
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """The Secret's values in every form (plain, base64, Basic pairs, JSON, URL-encoded)."""
+        return Redactor(self.secret_values())
 
 
 class Provider(ABC):
@@ -99,6 +101,11 @@ class Provider(ABC):
     @abstractmethod
     async def query(self, query: str, window: Window) -> QueryResult:
         """Run one query; raise ProviderError with a one-line, credential-free message."""
+
+    @property
+    def redactor(self) -> Redactor:
+        """Everything this provider sends as a credential; subclasses add what they derive at run time."""
+        return self.config.redactor
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most providers hold a session
         """Release connections; called when the KeptnMetricsProvider or its Secret changes."""

@@ -237,7 +237,7 @@ class CloudWatchProvider(Provider):
             return self._client
 
     def _scrub(self, text: str) -> str:
-        return scrub(text, self.config.secret_values())
+        return scrub(text, self.redactor)
 
     def _error(self, exc: BaseException) -> ProviderError:
         where = self._where()

@@ -219,7 +219,7 @@ class GoogleProvider(Provider):
                 f"{where}: Google credentials were rejected ({type(exc).__name__})", auth=True
             )
         if isinstance(exc, gexc.GoogleAPICallError):
-            message = scrub(exc.message or "", self.config.secret_values())
+            message = scrub(exc.message or "", self.redactor)
             code = exc.grpc_status_code.name if exc.grpc_status_code is not None else str(exc.code)
             return ProviderError(
                 f"{where}: Cloud Monitoring answered {code}" + (f": {message}" if message else ""),

@@ -9,8 +9,10 @@ Like KEDA's metrics-api scaler (`url` + `valueLocation`). Query, in one of two f
   "timestampPath": "data.#.ts"}` (all optional).
 
 `url`/`<suffix>`: `?a=b` is appended to targetServer, `/path` replaces nothing but is appended
-to it, an absolute URL must have targetServer's scheme, host and port (credentials never go
-elsewhere). `${start}`, `${end}` (Unix s), `${start_ms}`, `${end_ms}`, `${start_iso}`,
+to it, an absolute URL must have targetServer's scheme, host and port and every URL must stay
+at or below targetServer's path, without `.`/`..` segments (credentials never go elsewhere;
+redirects are followed only within that origin). `method` is GET or POST: a provider's
+credentials read, they never write. `${start}`, `${end}` (Unix s), `${start_ms}`, `${end_ms}`, `${start_iso}`,
 `${end_iso}`, `${range}`, `${step}` (s) in `url` and string values of `body` are filled
 from the window (an instant has a range of 0).
 
@@ -30,16 +32,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from providers import jsonpath
 from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, iso_time, window_bounds
+from providers.httpclient import HTTPProvider, iso_time, origin, window_bounds
 
-METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "QUERY"})
+#: read-only methods only: a shared provider's credentials must not write to its backend
+METHODS = frozenset({"GET", "POST"})
+#: headers a query may not set: they would move the credentials to another (virtual) host
+FORBIDDEN_HEADERS = frozenset({"host", ":authority", "forwarded", "x-forwarded-host"})
 RESERVED_KEYS = frozenset({"user", "username", "password", "token", "ca.crt", "tls.crt", "tls.key"})
 
 
@@ -66,6 +72,9 @@ class Request:
             if not isinstance(headers, dict):
                 raise ProviderError("http query: 'headers' must be an object")
             self.headers = {str(k): str(v) for k, v in headers.items()}
+            bad = sorted(k for k in self.headers if k.lower() in FORBIDDEN_HEADERS)
+            if bad:
+                raise ProviderError(f"http query: headers {bad} may not be set (they change the target host)")
             self.body = doc.get("body")
             self.value_path = str(doc.get("valuePath") or "")
             self.timestamp_path = str(doc.get("timestampPath") or "")
@@ -79,18 +88,35 @@ class Request:
                 jsonpath.parse(path)
 
     def target(self, base: str, fill: dict[str, str]) -> str:
+        """The URL to call: on targetServer's origin and at or below its path, or an error."""
         suffix = _fill(self.url, fill)
         base = base.strip()
         if "://" in suffix:
-            mine, theirs = urlsplit(base), urlsplit(suffix)
-            if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
-                raise ProviderError("http query url must stay on targetServer's scheme, host and port")
-            return suffix
-        if not suffix:
-            return base
-        if suffix.startswith("?"):
-            return base + ("&" + suffix[1:] if "?" in base else suffix)
-        return base.rstrip("/") + "/" + suffix.lstrip("/")
+            url = suffix
+        elif not suffix:
+            url = base
+        elif suffix.startswith("?"):
+            url = base + ("&" + suffix[1:] if "?" in base else suffix)
+        else:
+            url = base.rstrip("/") + "/" + suffix.lstrip("/")
+        _confine(base, url)
+        return url
+
+
+def _confine(base: str, url: str) -> None:
+    """Refuse a URL outside targetServer: another origin, a dot segment, or a path above it."""
+    try:
+        mine, theirs = URL(base), URL(url)
+        raw_path = urlsplit(url).path
+    except ValueError:
+        raise ProviderError("http query url is not a valid URL") from None
+    if origin(mine) != origin(theirs) or theirs.user or theirs.password:
+        raise ProviderError("http query url must stay on targetServer's scheme, host and port")
+    if any(seg in (".", "..") for seg in unquote(raw_path).split("/")):
+        raise ProviderError("http query url may not contain '.' or '..' path segments")
+    prefix = mine.path.rstrip("/")
+    if prefix and theirs.path != prefix and not theirs.path.startswith(prefix + "/"):
+        raise ProviderError(f"http query url must stay below targetServer's path {prefix}")
 
 
 def _fill(text: str, fill: dict[str, str]) -> str:

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import orjson
+from yarl import URL
 
+from metrics_server.redact import NO_SECRETS, REGISTRY, Redactor
 from providers.base import Provider, ProviderConfig, ProviderError, Window
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -88,18 +90,28 @@ def new_session(config: ProviderConfig, headers: Mapping[str, str] | None = None
     )
 
 
-def describe_status(status: int, body: bytes) -> str:
-    """A short, single-line excerpt of an error body (providers redact secrets themselves)."""
-    text = body[:300].decode("utf-8", errors="replace")
-    text = " ".join(text.split())
+EXCERPT_CHARS = 300
+
+
+def describe_status(status: int, body: bytes, redactor: Redactor = NO_SECRETS) -> str:
+    """A short, single-line excerpt of an error body, redacted *before* it is cut."""
+    text = redactor.excerpt(body[: 64 * 1024].decode("utf-8", errors="replace"), EXCERPT_CHARS)
     return f"HTTP {status}" + (f": {text}" if text else "")
 
 
-def http_error(provider: str, url: str, status: int, body: bytes, detail: str | None = None) -> ProviderError:
+def http_error(
+    provider: str,
+    url: str,
+    status: int,
+    body: bytes,
+    detail: str | None = None,
+    redactor: Redactor = NO_SECRETS,
+) -> ProviderError:
     """Map an HTTP failure to a one-line ProviderError with auth/retry hints."""
-    what = detail if detail is not None else describe_status(status, body)
     if detail is not None:
-        what = f"HTTP {status}: {detail}"
+        what = f"HTTP {status}: {redactor(detail)}"
+    else:
+        what = describe_status(status, body, redactor)
     return ProviderError(
         f"{provider} at {safe_url(url)} answered {what}",
         auth=status in (401, 403),
@@ -140,6 +152,15 @@ async def read_body(resp: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def origin(url: URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port): where credentials may go (RFC 6454)."""
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
 async def request(
     session: aiohttp.ClientSession,
     provider: str,
@@ -147,10 +168,32 @@ async def request(
     url: str,
     **kwargs: Any,
 ) -> tuple[int, bytes]:
-    """One HTTP exchange; transport failures become ProviderError, status is returned."""
+    """One HTTP exchange; transport failures become ProviderError, status is returned.
+
+    Redirects are followed only within the origin of the first request: every session
+    carries the provider's credentials (headers, basic auth, client certificate), and a
+    backend, or whoever controls its answers, must not be able to send them elsewhere.
+    """
+    current = url
     try:
-        async with session.request(method, url, **kwargs) as resp:
-            return resp.status, await read_body(resp)
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.request(method, current, allow_redirects=False, **kwargs) as resp:
+                location = resp.headers.get("Location")
+                if resp.status not in _REDIRECTS or not location:
+                    return resp.status, await read_body(resp)
+                target = resp.url.join(URL(location))
+                if origin(target) != origin(resp.url):
+                    raise ProviderError(
+                        f"{provider} at {safe_url(url)} redirected to another origin "
+                        f"({safe_url(str(target.origin()))}); not followed, because the provider's "
+                        "credentials are never sent to another origin (set targetServer to the final address)"
+                    )
+            if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                method = "GET"  # what browsers and aiohttp do; the body is not re-sent
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("data", "json")}
+            kwargs.pop("params", None)  # the Location is the complete next URL
+            current = str(target)
+        raise ProviderError(f"{provider} at {safe_url(url)}: more than {MAX_REDIRECTS} redirects")
     except ProviderError:
         raise
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -159,14 +202,9 @@ async def request(
 
 # --- small generic helpers shared by the HTTP providers (dynatrace, dql, datadog, elastic, http) ---
 
-REDACTED = "<redacted>"
-
-
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret replaced by <redacted>, longest first, on one line."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return " ".join(text.split())
+    """`text` with every secret (in every form) masked, on one line."""
+    return " ".join(Redactor(secrets)(text).split())
 
 
 def window_bounds(
@@ -194,6 +232,20 @@ def duration_text(seconds: float) -> str:
     return f"{whole}s"
 
 
+_PLAIN_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
+
+
+def _header_forms(values: Iterable[str]) -> list[str]:
+    """A header value and, for `Scheme token` values, the token alone."""
+    out: list[str] = []
+    for value in values:
+        out.append(value)
+        scheme, _, token = value.partition(" ")
+        if token and scheme.isalpha():
+            out.append(token.strip())
+    return [v for v in out if v]
+
+
 class HTTPProvider(Provider):
     """Base for providers over one aiohttp session: lazy session, redaction, error mapping.
 
@@ -207,24 +259,33 @@ class HTTPProvider(Provider):
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self._session: aiohttp.ClientSession | None = None
-        self._extra_secrets: set[str] = set()
+        self._redactor: Redactor | None = None
 
     def default_headers(self) -> dict[str, str]:
         return {}
 
+    @property
+    def redactor(self) -> Redactor:
+        """The Secret's values plus every credential header value we send (Basic, Bearer, custom)."""
+        if self._redactor is None:
+            sent = [v for k, v in self.default_headers().items() if k.lower() not in _PLAIN_HEADERS]
+            self._redactor = self.config.redactor.extended(forms=_header_forms(sent))
+        return self._redactor
+
     def remember_secret(self, value: str) -> None:
         """A credential obtained at run time (e.g. an OAuth token) that must never be shown."""
-        if value:
-            self._extra_secrets.add(value)
+        if value and value not in self.redactor.values:
+            self._redactor = self.redactor.extended([value])
+            REGISTRY.put(self.config.name or str(id(self)), self._redactor)
 
     def scrub(self, text: str) -> str:
-        return redact(text, [*self.config.secret_values(), *self._extra_secrets])
+        return " ".join(self.redactor(text).split())
 
     def error(self, message: str, *, auth: bool = False, retryable: bool = False) -> ProviderError:
         return ProviderError(self.scrub(message), auth=auth, retryable=retryable)
 
     def status_error(self, url: str, status: int, body: bytes, detail: str | None = None) -> ProviderError:
-        exc = http_error(self.label, url, status, body, detail)
+        exc = http_error(self.label, url, status, body, detail, self.redactor)
         return ProviderError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable)
 
     def session(self) -> aiohttp.ClientSession:

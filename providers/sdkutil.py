@@ -7,13 +7,13 @@ import os
 import tempfile
 from collections.abc import Iterable
 
+from metrics_server.redact import Redactor
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """An SDK's message on one line, at most 300 characters, with every secret value as ***."""
-    text = " ".join(str(text).split())[:300]
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+
+def scrub(text: str, secrets: Iterable[str] | Redactor) -> str:
+    """An SDK's message on one line, at most 300 characters, redacted before it is cut."""
+    redactor = secrets if isinstance(secrets, Redactor) else Redactor(secrets)
+    return redactor.excerpt(str(text), 300)
 
 
 def whole_seconds(value: float) -> str:

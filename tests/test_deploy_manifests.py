@@ -1142,9 +1142,13 @@ def test_service_apiservices_pdb_networkpolicy_line_up() -> None:
         assert spec["service"] == {"name": "keptn-metrics", "namespace": "keptn-system", "port": 443}
     policy = get("NetworkPolicy", "keptn-metrics")
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
-    (rule,) = policy["spec"]["ingress"]
-    assert "from" not in rule, "the kube-apiserver's source address is not predictable"
-    assert {p["port"] for p in rule["ports"]} == {6443, 9999, 9998}
+    api_rule, client_rule = policy["spec"]["ingress"]
+    assert "from" not in api_rule, "the kube-apiserver's source address is not predictable"
+    assert {p["port"] for p in api_rule["ports"]} == {6443}
+    # KEDA and Prometheus only: 9998/9999 are not open to every pod (issue 10)
+    assert {p["port"] for p in client_rule["ports"]} == {9999, 9998}
+    (peer,) = client_rule["from"]
+    assert set(peer) == {"namespaceSelector"} and peer["namespaceSelector"]
     namespaced = [
         d
         for d in BASE.values()

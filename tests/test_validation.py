@@ -18,7 +18,7 @@ from metrics_server.validation import ValidationError
     ],
 )
 def test_object_names_for_messages(doc: dict, name: str) -> None:
-    assert validation.object_name(doc, "default") == name
+    assert validation.describe_object(doc, "default") == name
 
 
 def test_maps() -> None:
@@ -53,3 +53,15 @@ def test_api_versions() -> None:
         err.value.message
         == "'metrics.keptn.sh/v2' is not served (use one of metrics.keptn.sh/v1, metrics.keptn.sh/v1beta1)"
     )
+
+
+@pytest.mark.parametrize("name", ["response_time_p95", "my-template", "UPPER"])
+def test_a_reference_may_use_any_name_that_stays_one_path_segment(name: str) -> None:
+    """Upstream's own AnalysisDefinitions reference `response_time_p95`: still valid."""
+    assert validation.reference_name(name, "AnalysisDefinition d/x", "ref.name") == name
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../../victim/secrets/db", "a%2Fb"])
+def test_a_reference_that_escapes_its_path_segment_is_refused(name: str) -> None:
+    with pytest.raises(validation.ValidationError, match="is not a valid name"):
+        validation.reference_name(name, "AnalysisDefinition d/x", "ref.name")

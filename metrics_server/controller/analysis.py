@@ -29,6 +29,7 @@ from metrics_server.controller.template import TemplateError, render
 from metrics_server.fetch import ProviderPool, fetch_once
 from metrics_server.model import KeptnMetricsProvider, MetricRange, ObjectKey
 from metrics_server.state import format_value, rfc3339
+from metrics_server.tenancy import may_use_provider, provider_denied_message
 from providers import ProviderError
 
 INSTANT_ONLY_TYPES = frozenset({"openmetrics"})
@@ -82,6 +83,9 @@ def prepare(
     for pkey in candidates:
         provider = providers(pkey)
         if provider is not None:
+            # the Analysis's namespace sees the values: it is the consumer of the credentials
+            if not may_use_provider(provider.meta, analysis.meta.namespace, server_namespace):
+                raise AnalysisConfigError(provider_denied_message(provider.meta, analysis.meta.namespace))
             return PreparedQuery(objective, template, provider, query)
     raise AnalysisConfigError(
         f'keptnmetricsproviders.metrics.keptn.sh "{pref.name}" not found '

@@ -25,7 +25,15 @@ from metrics_server.controller.targets import (
 from metrics_server.controller.template import TemplateError, placeholders
 from metrics_server.durations import DurationError, parse_duration
 from metrics_server.model import ObjectKey, ObjectMeta, parse_meta
-from metrics_server.validation import ValidationError, check_api_version, expect_map, object_name
+from metrics_server.validation import (
+    ValidationError,
+    check_api_version,
+    describe_object,
+    expect_map,
+    namespace_name,
+    object_name,
+    reference_name,
+)
 
 LIFECYCLE_GROUP = "lifecycle.keptn.sh"
 LIFECYCLE_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
@@ -193,10 +201,11 @@ def _object_ref(value: Any, obj: str, path: str) -> ObjectRef:
     raw = expect_map(value, obj, path)
     if not raw:
         raise ValidationError(obj, path, "is required")
-    return ObjectRef(
-        name=_string(raw.get("name"), obj, f"{path}.name", required=True),
-        namespace=_string(raw.get("namespace"), obj, f"{path}.namespace"),
-    )
+    name = reference_name(_string(raw.get("name"), obj, f"{path}.name", required=True), obj, f"{path}.name")
+    namespace = _string(raw.get("namespace"), obj, f"{path}.namespace")
+    if namespace:
+        namespace_name(namespace, obj, f"{path}.namespace")
+    return ObjectRef(name=name, namespace=namespace)
 
 
 def _non_negative_int(value: Any, default: int, obj: str, path: str) -> int:
@@ -225,7 +234,7 @@ def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
 def parse_evaluation_definition(
     doc: Mapping[str, Any], default_namespace: str = "default"
 ) -> KeptnEvaluationDefinition:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     check_api_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
@@ -249,15 +258,17 @@ def parse_evaluation_definition(
 
 
 def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default") -> KeptnEvaluation:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     check_api_version(doc, obj, LIFECYCLE_GROUP, LIFECYCLE_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
     retries, interval = _retries(spec, obj)
     return KeptnEvaluation(
         meta=meta,
-        evaluation_definition=_string(
-            spec.get("evaluationDefinition"), obj, "spec.evaluationDefinition", True
+        evaluation_definition=object_name(
+            _string(spec.get("evaluationDefinition"), obj, "spec.evaluationDefinition", True),
+            obj,
+            "spec.evaluationDefinition",
         ),
         workload_version=_string(spec.get("workloadVersion"), obj, "spec.workloadVersion"),
         workload=_string(spec.get("workload"), obj, "spec.workload"),
@@ -271,7 +282,7 @@ def parse_evaluation(doc: Mapping[str, Any], default_namespace: str = "default")
 
 
 def parse_value_template(doc: Mapping[str, Any], default_namespace: str = "default") -> AnalysisValueTemplate:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
@@ -296,7 +307,7 @@ def _canonical_operator(raw: Mapping[str, Any]) -> dict[str, Any]:
 def parse_analysis_definition(
     doc: Mapping[str, Any], default_namespace: str = "default"
 ) -> AnalysisDefinition:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")
@@ -376,7 +387,7 @@ def parse_time(value: Any, obj: str, path: str) -> float:
 
 
 def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -> Analysis:
-    obj = object_name(doc, default_namespace)
+    obj = describe_object(doc, default_namespace)
     check_api_version(doc, obj, METRICS_GROUP, ANALYSIS_VERSIONS)
     meta = parse_meta(doc, obj, default_namespace)
     spec = expect_map(doc.get("spec"), obj, "spec")

@@ -62,6 +62,7 @@ from metrics_server.kube.informer import Informer
 from metrics_server.model import ObjectKey, ValidationError
 from metrics_server.state import MetricStates, parse_rfc3339
 from metrics_server.store.base import Store
+from metrics_server.tenancy import may_read_metric, metric_denied_message
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +346,8 @@ class LifecycleController:
             metric = self.store.get_metric(mkey)
             if metric is None:
                 continue
+            if not may_read_metric(metric.meta, definition.meta.namespace, self.store.server_namespace):
+                return MetricReading(None, "", metric_denied_message(metric.meta, definition.meta.namespace))
             state = self.states.get(mkey) if self.states is not None else None
             if state is not None and state.last_attempt is not None:
                 return reading_from_state(state, now, factor)

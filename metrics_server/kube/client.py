@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-__all__ = ["MERGE_PATCH", "ApiException", "KubeClient", "error_reason", "resource_path"]
+from metrics_server.names import path_segment_errors
+
+__all__ = ["MERGE_PATCH", "ApiException", "InvalidPathSegment", "KubeClient", "error_reason", "resource_path"]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = dict[str, Any]
@@ -31,16 +34,32 @@ def resource_path(
     name: str | None = None,
     subresource: str | None = None,
 ) -> str:
-    """The REST path of a collection or object (`group` "" is the core API)."""
-    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    """The REST path of a collection or object (`group` "" is the core API).
+
+    Every segment is percent-encoded (`/`, `%`, `.` sequences cannot change the path) even
+    though the model already admits only valid names: a name is never a path.
+    """
+    base = f"/apis/{_segment(group)}/{_segment(version)}" if group else f"/api/{_segment(version)}"
     if namespace:
-        base += f"/namespaces/{namespace}"
-    base += f"/{plural}"
+        base += f"/namespaces/{_segment(namespace)}"
+    base += f"/{_segment(plural)}"
     if name:
-        base += f"/{name}"
+        base += f"/{_segment(name)}"
         if subresource:
-            base += f"/{subresource}"
+            base += f"/{_segment(subresource)}"
     return base
+
+
+class InvalidPathSegment(ValueError):
+    """A name the API server would refuse in a path (client-go's Request.Name() refuses it too)."""
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded; `.`, `..`, `/` and `%` are refused as client-go does."""
+    errors = path_segment_errors(value)
+    if errors:
+        raise InvalidPathSegment(f"invalid path segment {value!r}: {'; '.join(errors)}")
+    return quote(value, safe="")
 
 
 def error_reason(exc: ApiException) -> str:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metrics_server.kube.client import ApiException, KubeClient, resource_path
+from metrics_server.kube.client import ApiException, InvalidPathSegment, KubeClient, resource_path
 from metrics_server.kube.informer import Informer
 from metrics_server.model import (
     METRICS_GROUP,
@@ -195,7 +195,12 @@ class KubernetesStore(IndexedStore):
     async def _read_secret(self, key: ObjectKey, cached: tuple[float, Secret | None] | None) -> Secret | None:
         self.secret_reads += 1
         try:
-            doc = await self.client.get(resource_path("", "v1", "secrets", key.namespace, key.name))
+            path = resource_path("", "v1", "secrets", key.namespace, key.name)
+        except InvalidPathSegment as exc:  # the model refuses such names; this is the last line
+            log.warning("refusing to read Secret %r in %r: %s", key.name, key.namespace, exc)
+            return None
+        try:
+            doc = await self.client.get(path)
         except ApiException as exc:
             if exc.status == 404:
                 self._secrets_cache[key] = (self.clock() + self.negative_secret_ttl, None)

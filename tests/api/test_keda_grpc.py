@@ -66,7 +66,8 @@ async def scaler(world: World, start):
     sock.close()
     api = await start("--grpc-port", str(port))
     assert api.runner.grpc_port == port
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.runner.grpc_port}") as channel:
+    creds = grpc.ssl_channel_credentials(root_certificates=api.pki.server_ca.cert_pem.bytes())
+    async with grpc.aio.secure_channel(f"127.0.0.1:{api.runner.grpc_port}", creds) as channel:
         yield Client(channel), api
 
 
@@ -89,9 +90,9 @@ async def test_is_active(scaler):
 async def test_documented_metadata_names_and_their_aliases(scaler):
     client, _ = scaler
     # what examples/kubernetes/keda-external.yaml uses
-    other_ns = ref("queue", ns="elsewhere", keptnMetricNamespace="shop", activationValue="10")
-    assert (await client.is_active(other_ns)).result is False
-    assert (await client.is_active(ref("queue", ns="elsewhere", keptnMetricNamespace="shop"))).result is True
+    same_ns = ref("queue", ns="shop", keptnMetricNamespace="shop", activationValue="10")
+    assert (await client.is_active(same_ns)).result is False
+    assert (await client.is_active(ref("queue", ns="shop", keptnMetricNamespace="shop"))).result is True
 
 
 async def test_get_metric_spec(scaler):

@@ -128,7 +128,7 @@ async def test_wildcard_authorizes_name_star_and_a_denial_stands(shop, start, ku
         "verb": "get",
         "group": "custom.metrics.k8s.io",
         "version": "v1beta2",
-        "resource": DOCS_RESOURCE,
+        "resource": "keptnmetrics.metrics.keptn.sh",  # canonical, whatever the path spelled
         "subresource": "*",
         "name": "*",
     }

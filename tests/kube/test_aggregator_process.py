@@ -10,20 +10,17 @@ own front-proxy CA (a test cannot hold the cluster's), given to the server as fl
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from aiohttp import web
 
 from tests.aggregator import Aggregator, APIService, HorizontalPodAutoscaler, MetricsClientError
 from tests.kube_fixtures import KubeEnv, metric_doc
-from tests.prometheus_server import free_port
 from tests.rbac import DEFAULT_SERVER_NAMESPACE, deploy_objects
+from tests.serve_process import free_ports, kube_mode_args, serve_process, start_exporter
 
 pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +34,7 @@ APISERVICES = tuple(
 
 @pytest.fixture
 async def exporter(aiohttp_server: Any) -> str:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="# TYPE queue_depth gauge\nqueue_depth 7\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    server = await aiohttp_server(app)
-    return f"http://127.0.0.1:{server.port}/metrics"
+    return await start_exporter(aiohttp_server, "# TYPE queue_depth gauge\nqueue_depth 7\n")
 
 
 @pytest.fixture
@@ -60,34 +51,21 @@ async def served(
     front_proxy_ca.issue_cert(common_name="front-proxy-client").private_key_and_cert_chain_pem.write_to_path(
         str(fp_client)
     )
-    ns = kube.namespace
-    secure = free_port()
-    args = [
-        "serve", "--kubeconfig", kube.kubeconfig, "--namespaces", ns, "--server-namespace", ns,
-        "--leader-election-namespace", ns, "--bind-address", "127.0.0.1",
-        "--metrics-port", str(free_port()), "--secure-port", str(secure), "--grpc-port", str(free_port()),
+    ports = free_ports()
+    secure = ports["secure"]
+    args = kube_mode_args(kube.kubeconfig, kube.namespace, ports)
+    args += [
         "--tls-cert-file", str(serving), "--tls-private-key-file", str(serving),
         "--requestheader-client-ca-file", str(fp_ca), "--requestheader-allowed-names", "front-proxy-client",
-        "--shutdown-delay", "0", "--log-format", "json",
+        "--shutdown-delay", "0",
     ]  # fmt: skip
-    env = {**os.environ, "POD_NAME": "replica-a", "PYTHONUNBUFFERED": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "metrics_server", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        async with Aggregator(
+    async with (
+        serve_process(args) as proc,
+        Aggregator(
             f"https://127.0.0.1:{secure}", serving_ca.cert_pem.bytes(), str(fp_client), APISERVICES
-        ) as agg:
-            yield proc, agg
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        ) as agg,
+    ):
+        yield proc, agg
 
 
 async def _eventually(check: Any, proc: asyncio.subprocess.Process, limit: float = 20.0) -> Any:

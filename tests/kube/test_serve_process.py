@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from tests.kube_fixtures import KubeEnv, metric_doc
-from tests.prometheus_server import free_port
+from tests.serve_process import free_ports, kube_mode_args, serve_process, start_exporter
 
 pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,41 +26,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def exporter(aiohttp_server: Any) -> str:
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text="# TYPE queue_depth gauge\nqueue_depth 42\n")
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    server = await aiohttp_server(app)
-    return f"http://127.0.0.1:{server.port}/metrics"
+    return await start_exporter(aiohttp_server, "# TYPE queue_depth gauge\nqueue_depth 42\n")
 
 
 @pytest.fixture
 async def server(
     kube: KubeEnv, tmp_path: Path
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, dict[str, int]]]:
-    ports = {"metrics": free_port(), "secure": free_port(), "grpc": free_port()}
-    ns = kube.namespace
+    ports = free_ports()
     args = [
-        "serve", "--kubeconfig", kube.kubeconfig, "--namespaces", ns, "--server-namespace", ns,
-        "--leader-election-namespace", ns, "--leader-election-lease-duration", "3",
-        "--leader-election-renew-deadline", "2", "--leader-election-retry-period", "0.5",
-        "--bind-address", "127.0.0.1", "--metrics-port", str(ports["metrics"]),
-        "--secure-port", str(ports["secure"]), "--grpc-port", str(ports["grpc"]),
-        "--cert-dir", str(tmp_path / "certs"), "--authorization-mode", "AlwaysAllow", "--anonymous-auth",
-        "--shutdown-delay", "0.5", "--log-format", "json",
+        *kube_mode_args(kube.kubeconfig, kube.namespace, ports),
+        "--leader-election-lease-duration", "3", "--leader-election-renew-deadline", "2",
+        "--leader-election-retry-period", "0.5", "--cert-dir", str(tmp_path / "certs"),
+        "--authorization-mode", "AlwaysAllow", "--anonymous-auth", "--shutdown-delay", "0.5",
     ]  # fmt: skip
-    env = {**os.environ, "POD_NAME": "replica-a", "PYTHONUNBUFFERED": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "metrics_server", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    async with serve_process(args) as proc:
         yield proc, ports
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def until(check: Any, limit: float = 15.0) -> Any:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,8 @@ import trustme
 from tests.kube.test_serve_process import exporter
 from tests.kube_fixtures import KubeEnv, metric_doc
 from tests.kube_standin import KubeStandin
-from tests.prometheus_server import free_port
 from tests.rbac import User, service_account_user
+from tests.serve_process import free_ports, kube_mode_args, serve_process
 
 pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,29 +63,13 @@ async def delegating_server(
     standin_only.add_user(HPA_TOKEN, service_account_user("kube-system", "horizontal-pod-autoscaler"))
     standin_only.add_user(AGGREGATOR_TOKEN, User("system:kube-aggregator"))
     standin_only.add_user(ALICE_TOKEN, User("alice", ("devs",)))
-    secure, ns = free_port(), kube.namespace
-    args = [
-        "serve", "--kubeconfig", kube.kubeconfig, "--namespaces", ns, "--server-namespace", ns,
-        "--leader-election-namespace", ns, "--bind-address", "127.0.0.1",
-        "--metrics-port", str(free_port()), "--secure-port", str(secure), "--grpc-port", str(free_port()),
-        "--cert-dir", str(tmp_path / "certs"), "--authorization-mode", "Webhook",
-        "--shutdown-delay", "0", "--log-format", "json",
-    ]  # fmt: skip
-    env = {**os.environ, "POD_NAME": "replica-a", "PYTHONUNBUFFERED": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "metrics_server", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
+    ports = free_ports()
+    secure = ports["secure"]
+    args = kube_mode_args(kube.kubeconfig, kube.namespace, ports)
+    args += ["--cert-dir", str(tmp_path / "certs"), "--authorization-mode", "Webhook"]
+    args += ["--shutdown-delay", "0"]
+    async with serve_process(args):
         yield secure
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 async def get(

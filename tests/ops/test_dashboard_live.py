@@ -400,8 +400,7 @@ async def test_every_panel_variable_and_alert_query_returns_data(stand: Stand) -
 async def test_the_scraper_identity_is_all_the_metrics_port_needs(stand: Stand, kube: KubeEnv) -> None:
     """The ServiceMonitor's token and the component's ClusterRole (applied to the stand-in's
     RBAC) satisfy the metrics port's authentication, and nothing less does: no token, an
-    unknown token, another service account's token. Where /metrics is not protected (yet), the
-    test says so."""
+    unknown token, another service account's token."""
     if kube.standin is None:
         pytest.skip("reviews are answered by the real cluster's RBAC")
     port = stand.servers["kube"]["metrics"]
@@ -422,9 +421,6 @@ async def test_the_scraper_identity_is_all_the_metrics_port_needs(stand: Stand, 
     ) as unbound:
         unbound_status = unbound.status
     metrics_reviews = [s for s in stand.access_reviews if "nonResourceAttributes" in s]
-    if anonymous_status == 200:
-        assert metrics_reviews == [], "an open /metrics asks no reviews"
-        pytest.xfail("/metrics on the metrics port is not authenticated yet (issue 10: --keda-auth)")
     assert anonymous_status in (401, 403) and stranger_status == 401 and unbound_status == 403
     assert {s["user"] for s in metrics_reviews} == {SCRAPER, "system:serviceaccount:monitoring:someone-else"}
     assert all(s["nonResourceAttributes"] == {"path": "/metrics", "verb": "get"} for s in metrics_reviews)

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from metrics_server.redact import MASK as REDACTED
 from providers import ProviderConfig, ProviderError, Window, create_provider
-from providers.httpclient import REDACTED
 
 TOKEN = "s3cr3t-bearer-token"
 VECTOR = {

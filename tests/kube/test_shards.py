@@ -98,7 +98,9 @@ class Replicas:
 
 
 async def holders(kube: KubeEnv) -> dict[int, str]:
-    return {s: (await kube.get("Lease", f"t-shard-{s}"))["spec"].get("holderIdentity", "") for s in range(SHARDS)}
+    return {
+        s: (await kube.get("Lease", f"t-shard-{s}"))["spec"].get("holderIdentity", "") for s in range(SHARDS)
+    }
 
 
 async def test_one_replica_owns_every_shard_and_a_joiner_gets_its_fair_half(kube: KubeEnv) -> None:

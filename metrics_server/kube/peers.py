@@ -64,7 +64,7 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: subscribers live in a set
 class _Subscriber:
     lines: collections.deque[bytes] = field(default_factory=collections.deque)
     ready: asyncio.Event = field(default_factory=asyncio.Event)

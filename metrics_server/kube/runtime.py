@@ -205,11 +205,13 @@ class KubernetesRuntime:
             self.states.load_status(obj)
 
     def _adopt_status_if_newer(self, metric: KeptnMetric) -> None:
-        """A watched status is a fallback for values the owner's stream has not brought (yet)."""
+        """A watched status is a fallback for values the owner's stream has not brought: it is
+        adopted only when it is from a later fetch than the streamed state by more than the one
+        second its whole-second `lastUpdated` may hide (a healthy stream is ~0.1 s behind)."""
         state = self.states.get(metric.key)
         updated = parse_rfc3339(str((metric.status or {}).get("lastUpdated", "")))
         known = None if state is None else state.last_attempt
-        if known is None or (updated is not None and updated > known):
+        if known is None or (updated is not None and updated > known + 1.0):
             self.states.load_status(metric)
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ class ShardManager:
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self.tick(), timeout=self.renew_deadline)
+                async with asyncio.timeout(self.renew_deadline):  # not wait_for: 3.11's can swallow a cancel
+                    await self.tick()
             except TimeoutError:
                 log.warning("%s: shard Lease tick timed out", self.identity)
             except Exception:  # a bug or an odd answer must not end ownership handling

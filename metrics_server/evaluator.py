@@ -56,6 +56,7 @@ class _Entry:
     running: bool = False
     failures: int = 0
     fresh: bool = False  # next fetch must not reuse a shared recent answer
+    rephase: bool = False  # fetched at once on acquiring its shard: spread the next due time
 
 
 FetchKey = tuple[ObjectKey, int, str, str, str]
@@ -138,6 +139,7 @@ class Evaluator:
         now, count = self._now(), 0
         for key, entry in self._entries.items():
             if owned(key) and not entry.running:
+                entry.rephase = True
                 self._schedule(key, now)
                 count += 1
         return count
@@ -286,7 +288,14 @@ class Evaluator:
         if not ok and before[1] != state.error:
             log.warning("metric %s: %s", key, state.error)
         if self._active and self.owns(key):
-            self._schedule(key, self._next_due(due, metric.fetch_interval_seconds, entry.failures))
+            nxt = self._next_due(due, metric.fetch_interval_seconds, entry.failures)
+            if entry.rephase and entry.failures == 0:
+                # a shard fetched all at once would stay in one burst forever: give each key its
+                # own stable phase in [0.5, 1.5) intervals from now (the average interval holds)
+                entry.rephase = False
+                offset = (zlib.crc32(str(key).encode()) % 10_000) / 10_000
+                nxt = self._now() + metric.fetch_interval_seconds * (0.5 + offset)
+            self._schedule(key, nxt)
         if self.sink is not None:
             try:
                 await self.sink.publish(metric, state, changed)

@@ -117,7 +117,11 @@ class KubernetesRuntime:
         self.evaluator.fetch_now(self._in_shard(shard))  # a handed-over shard is fetched at once
 
     def _shard_lost(self, shard: int) -> None:
-        self.evaluator.stop_fetching(self._in_shard(shard))
+        in_shard = self._in_shard(shard)
+        self.evaluator.stop_fetching(in_shard)
+        for metric in self.store.list_metrics():  # the new owner writes their status from now on
+            if in_shard(metric.key):
+                self.writer.forget(metric.key)
         self._split_write_budget()
 
     def _split_write_budget(self) -> None:

@@ -4,9 +4,10 @@ Each replica serves `GET /peer/v1/values` on the peer port (mutually authenticat
 peer_tls.py) and subscribes to every live peer. The owner of a metric sends a snapshot of
 its shards' states on connect, then the changes, coalesced per key and batched every
 `flush_interval`, as newline-delimited JSON (`{"states": [...]}`, at most BATCH records per
-line; `{}` is a heartbeat). A receiver applies a state only when it is newer than what it
-holds (by the owner's attempt time), so a former owner's late message cannot undo the new
-owner's value, and it keeps the owner's fetch time, so the age it serves is the true one.
+line; `{}` is a heartbeat; `{"synced": true}` ends the snapshot). A receiver applies a state
+only when it is newer than what it holds (by the owner's attempt time), so a former owner's
+late message cannot undo the new owner's value, and it keeps the owner's fetch time, so the
+age it serves is the true one.
 See docs/scaling.md for why streaming rather than forwarding.
 """
 
@@ -112,6 +113,7 @@ class PeerHub:
         self._session: aiohttp.ClientSession | None = None
         self._applying = False
         self._closing = False
+        self._snapshots: set[str] = set()  # peers whose snapshot arrived
         states.subscribe(self._on_change)
 
     # -- outgoing --------------------------------------------------------------------------------
@@ -152,6 +154,7 @@ class PeerHub:
             owned = [s for s in self.states.values() if self.owns(s.key)]
             for line in encode(owned):
                 await response.write(line)
+            await response.write(b'{"synced": true}\n')
             while not sub.cut_off:
                 await sub.ready.wait()
                 sub.ready.clear()
@@ -213,13 +216,21 @@ class PeerHub:
                     backoff = 0.2
                     async for line in resp.content:
                         if line.strip():
-                            self.apply(orjson.loads(line))
+                            doc = orjson.loads(line)
+                            if isinstance(doc, dict) and doc.get("synced") is True:
+                                self._snapshots.add(member.identity)
+                            else:
+                                self.apply(doc)
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 log.debug("%s: stream from %s (%s) ended: %s", self.identity, member.identity, url, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    def synced(self) -> bool:
+        """True once every followed peer has delivered its snapshot (readiness of a new replica)."""
+        return all(identity in self._snapshots for identity in self._peers)
 
     def set_peers(self, members: dict[str, Member]) -> None:
         """Follow every live member but us (called by the ShardManager when the live set changes)."""

@@ -130,6 +130,17 @@ class KubernetesRuntime:
         qps = float(_arg(self.args, "status_write_qps", 20.0))
         self.writer.bucket.set_rate(qps * max(1, owned) / self.shard_count)
 
+    async def _await_peer_snapshots(self) -> None:
+        """A new replica opens its ports once it holds every peer's values, not only their
+        (lagging) status, so a rolling update brings no stale answers; bounded by a lease duration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(_arg(self.args, "leader_election_lease_duration", 15.0))
+        while loop.time() < deadline:
+            if self.shards.observed.is_set() and self.peers.synced():
+                return
+            await asyncio.sleep(0.05)
+        log.warning("starting to serve before every peer's values arrived (status fallback meanwhile)")
+
     def _members_changed(self, members: dict[str, Any]) -> None:
         if self.peers is not None:
             self.peers.set_peers(members)
@@ -232,13 +243,14 @@ class KubernetesRuntime:
         self.evaluator.load()
         for metric in self.store.list_metrics():
             self.states.load_status(metric)
-        await self.services.start()
         if self.shards is not None:
             await self._start_peers()
             self._split_write_budget()
             self.writer.resume()  # only owned keys are fetched, so only they are written
             self.evaluator.activate()  # dispatches nothing until a shard is acquired
             self.shards.start()
+            await self._await_peer_snapshots()
+        await self.services.start()  # the API ports open (and /readyz answers) only now
         if self.elector is not None:
             self.elector.start()
         else:

@@ -91,6 +91,8 @@ class ShardManager:
         self.placement: dict[int, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._fence_timers: dict[int, asyncio.TimerHandle] = {}
+        #: set after the first tick that saw the Leases (members and placement are known)
+        self.observed = asyncio.Event()
 
     # -- names -----------------------------------------------------------------------------------
     def shard_lease(self, shard: int) -> str:
@@ -207,6 +209,7 @@ class ShardManager:
         self._update_members(leases)
         self.placement = assign(self.shards, self.members)
         await asyncio.gather(*(self._tend(shard, leases, started) for shard in range(self.shards)))
+        self.observed.set()
 
     def _update_members(self, leases: dict[str, JSON]) -> None:
         members = {self.identity: Member(self.identity, self.peer_address)}

@@ -160,6 +160,11 @@ async def create_metrics(client: KubeClient, prom_url: str, count: int, interval
 
 
 # -- replicas -------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Replica:
     name: str
@@ -168,10 +173,10 @@ class Replica:
     log: Path
     kubeconfig: str
     cpu_mark: tuple[float, float] = (0.0, 0.0)
+    endpoint_pid: int = 0  # the loopback Prometheus API (its CPU is reported too)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def rss_mib(self) -> tuple[float, float]:
         status = dict(
@@ -305,6 +310,8 @@ async def cluster(
             try:
                 for r in procs:
                     await ready(session, r)
+                for r in procs:
+                    r.endpoint_pid = prom.pid or 0
                 yield procs, session
             finally:
                 for r in procs:
@@ -328,6 +335,7 @@ async def measure(
 ) -> dict[str, Any]:
     """Sample every replica for `duration` seconds; lag, freshness, CPU and RSS over that window."""
     before = [await lag_buckets(session, r) for r in procs]
+    endpoint_mark = (time.monotonic(), cpu_seconds(procs[0].endpoint_pid))
     for r in procs:
         r.cpu_mark = (time.monotonic(), r.cpu_seconds())
     per_replica = [Samples() for _ in procs]
@@ -349,6 +357,8 @@ async def measure(
         "lag_p50": quantile(merged, 0.5),
         "lag_p99": quantile(merged, 0.99),
         "fetches_per_s": (merged.get(float("inf"), 0.0)) / duration,
+        "endpoint_cpu_cores": (cpu_seconds(procs[0].endpoint_pid) - endpoint_mark[1])
+        / (time.monotonic() - endpoint_mark[0]),
         "replicas": [],
     }
     for r, s in zip(procs, per_replica, strict=True):
@@ -375,7 +385,8 @@ async def measure(
 def print_freshness(label: str, result: dict[str, Any]) -> None:
     print(
         f"{label}: fetches/s {result['fetches_per_s']:.0f}, "
-        f"lag p50 {result['lag_p50']:.3f}s p99 {result['lag_p99']:.3f}s"
+        f"lag p50 {result['lag_p50']:.3f}s p99 {result['lag_p99']:.3f}s, "
+        f"Prometheus endpoint CPU {result['endpoint_cpu_cores']:.2f} cores"
     )
     for r in result["replicas"]:
         print(

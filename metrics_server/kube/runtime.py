@@ -195,11 +195,10 @@ class KubernetesRuntime:
             self._controller = None
 
     def _start_controller(self) -> None:
-        try:
-            from metrics_server.controller.flags import options_from_args
-            from metrics_server.controller.runtime import run_controller
-        except ImportError:
-            return
+        # part of this package, not an optional extra: an ImportError here is a bug to surface
+        from metrics_server.controller.flags import options_from_args
+        from metrics_server.controller.runtime import run_controller
+
         options = options_from_args(self.args)
         namespaces = _arg(self.args, "namespaces", []) or None
         self._controller = asyncio.get_running_loop().create_task(

@@ -97,6 +97,8 @@ async def test_each_replica_fetches_its_shards_and_serves_all(kube: KubeEnv, bac
         keys = [ObjectKey(kube.namespace, n) for n in NAMES]
         assert all(a.owns(k) != b.owns(k) for k in keys)  # exactly one owner per metric
         assert {shard_of(k, 4) for k in keys if a.owns(k)} <= set(a.shards.owned)
+        # --status-write-qps (20) is cluster-wide: each owner writes at its shards' share of it
+        assert a.writer.bucket.rate == b.writer.bucket.rate == 10.0
 
         backend["values"] = {n: 100 + i for i, n in enumerate(NAMES)}
         for rt in (a, b):  # every replica serves every metric's current value
@@ -119,6 +121,7 @@ async def test_each_replica_fetches_its_shards_and_serves_all(kube: KubeEnv, bac
         crashed = True
         assert all(value(b, k.name) == last_good[k] for k in a_keys)  # last good values are still held
         await until(lambda: len(b.shards.owned) == 4)
+        assert b.writer.bucket.rate == 20.0
         backend["values"] = {n: 200 + i for i, n in enumerate(NAMES)}
         await until(lambda: all(value(b, n) == 200 + i for i, n in enumerate(NAMES)))
     finally:

@@ -148,3 +148,32 @@ async def test_the_peer_endpoint_requires_a_certificate_from_the_shared_ca(kube:
     finally:
         await a.stop()
         await a.client.close()
+
+
+async def test_a_joining_replica_opens_its_ports_holding_the_peers_values(
+    kube: KubeEnv, backend: dict[str, Any]
+) -> None:
+    await kube.create(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetricsProvider",
+            "metadata": {"name": "web"},
+            "spec": {"type": "http", "targetServer": backend["url"]},
+        }
+    )
+    for name in NAMES:
+        await kube.create(metric_doc(name, provider="web", query=f"/value/{name}", interval=1))
+    backend["values"] = {n: 300 + i for i, n in enumerate(NAMES)}
+    a = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="a")
+    b = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="b")
+    try:
+        await a.start()
+        await until(lambda: all(value(a, n) == 300 + i for i, n in enumerate(NAMES)))
+        await b.start()  # a rolling update's new pod: returns once its ports are open
+        for name in NAMES:  # already the owner's values, with the owner's fetch time, not status
+            st = b.states.get(ObjectKey(kube.namespace, name))
+            assert st is not None and st.value is not None and st.value >= 300 and st.staleness_grace == 0.0
+    finally:
+        for rt in (b, a):
+            await rt.stop()
+            await rt.client.close()

@@ -504,11 +504,63 @@ async def failover(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+async def rolling(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """A rolling update as the Deployment does it (maxSurge 1, maxUnavailable 0): start a new
+    replica, wait until it is ready, SIGTERM an old one; answers of every replica in service
+    (a terminating pod leaves the Service's endpoints at once) are sampled throughout."""
+    metrics = args.metrics[0]
+    async with cluster(args, 2, metrics) as (procs, session):
+        await asyncio.sleep(args.interval * 2 + args.lease_duration)
+        serving = list(procs)
+        samples = Samples()
+        done = asyncio.Event()
+
+        async def sampler() -> None:
+            while not done.is_set():
+                tick = time.monotonic()
+                names = [f"m{random.randrange(metrics)}" for _ in range(args.samples_per_second)]
+                await asyncio.gather(*(sample(session, r, n, samples) for r in list(serving) for n in names))
+                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+
+        task = asyncio.create_task(sampler())
+        started = time.monotonic()
+        lease = (args.lease_duration, args.lease_duration * 2 / 3, args.lease_duration * 2 / 15)
+        for i, old in enumerate(list(procs)):
+            new = start_replica(f"replica-new-{i}", old.kubeconfig, old.log.parent, args.shards, lease)
+            new.endpoint_pid = old.endpoint_pid
+            procs.append(new)
+            await ready(session, new)
+            serving.append(new)
+            serving.remove(old)  # terminating: out of the endpoints
+            old.proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(old.proc.wait, 30)
+        rolled = time.monotonic() - started
+        await asyncio.sleep(args.interval)  # and one interval after the last old replica left
+        done.set()
+        await task
+    total = sum(samples.codes.values())
+    fresh = sum(1 for a in samples.ages if a <= args.interval + 2)
+    result = {
+        "mode": "rolling",
+        "metrics": metrics,
+        "seconds": rolled,
+        "answers": total,
+        "codes": samples.codes,
+        "fresh": fresh / total if total else float("nan"),
+        "max_age": max(samples.ages) if samples.ages else float("nan"),
+    }
+    print(
+        f"rolling update of 2 replicas ({metrics} metrics at {args.interval}s) took {rolled:.1f}s: "
+        f"answers {samples.codes}, fresh {100 * result['fresh']:.2f} %, oldest {result['max_age']:.1f}s"
+    )
+    return [result]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("freshness", "capacity", "failover"))
+    parser.add_argument("mode", choices=("freshness", "capacity", "failover", "rolling"))
     parser.add_argument("--replicas", type=int, nargs="+", default=[2])
     parser.add_argument("--metrics", type=int, nargs="+", default=[2000])
     parser.add_argument(
@@ -524,7 +576,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = asyncio.run(
-        {"freshness": freshness, "capacity": capacity, "failover": failover}[args.mode](args)
+        {"freshness": freshness, "capacity": capacity, "failover": failover, "rolling": rolling}[args.mode](
+            args
+        )
     )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -514,12 +514,20 @@ async def rolling(args: argparse.Namespace) -> list[dict[str, Any]]:
         serving = list(procs)
         samples = Samples()
         done = asyncio.Event()
+        events: list[str] = []
+        t0 = time.monotonic()
+
+        async def watched(r: Replica, name: str) -> None:
+            value = await sample(session, r, name, samples)
+            if value is None or time.time() - value > args.interval + 2:
+                what = "no value (503 or error)" if value is None else f"age {time.time() - value:.1f}s"
+                events.append(f"  {time.monotonic() - t0:6.1f}s {r.name} {name}: {what}")
 
         async def sampler() -> None:
             while not done.is_set():
                 tick = time.monotonic()
                 names = [f"m{random.randrange(metrics)}" for _ in range(args.samples_per_second)]
-                await asyncio.gather(*(sample(session, r, n, samples) for r in list(serving) for n in names))
+                await asyncio.gather(*(watched(r, n) for r in list(serving) for n in names))
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
 
         task = asyncio.create_task(sampler())
@@ -530,10 +538,12 @@ async def rolling(args: argparse.Namespace) -> list[dict[str, Any]]:
             new.endpoint_pid = old.endpoint_pid
             procs.append(new)
             await ready(session, new)
+            events.append(f"  {time.monotonic() - t0:6.1f}s {new.name} ready; SIGTERM {old.name}")
             serving.append(new)
             serving.remove(old)  # terminating: out of the endpoints
             old.proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(old.proc.wait, 30)
+            events.append(f"  {time.monotonic() - t0:6.1f}s {old.name} exited")
         rolled = time.monotonic() - started
         await asyncio.sleep(args.interval)  # and one interval after the last old replica left
         done.set()
@@ -553,6 +563,7 @@ async def rolling(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"rolling update of 2 replicas ({metrics} metrics at {args.interval}s) took {rolled:.1f}s: "
         f"answers {samples.codes}, fresh {100 * result['fresh']:.2f} %, oldest {result['max_age']:.1f}s"
     )
+    print("\n".join(events[:40]))
     return [result]
 
 

@@ -1,8 +1,9 @@
 """Value streaming between replicas: every replica holds every value at its owner's freshness.
 
 Each replica serves `GET /peer/v1/values` on the peer port (mutually authenticated TLS, see
-peer_tls.py) and subscribes to every live peer. The owner of a metric sends a snapshot of
-its shards' states on connect, then the changes, coalesced per key and batched every
+peer_tls.py) and subscribes to every live peer. Each replica sends a snapshot of every
+state it holds on connect (a joining replica so has every value, even of shards in handover),
+then the changes of its own shards, coalesced per key and batched every
 `flush_interval`, as newline-delimited JSON (`{"states": [...]}`, at most BATCH records per
 line; `{}` is a heartbeat; `{"synced": true}` ends the snapshot). A receiver applies a state
 only when it is newer than what it holds (by the owner's attempt time), so a former owner's
@@ -151,8 +152,9 @@ class PeerHub:
         sub = _Subscriber()
         self._subscribers.add(sub)
         try:
-            owned = [s for s in self.states.values() if self.owns(s.key)]
-            for line in encode(owned):
+            # the snapshot is everything we hold, not only our shards: a shard in handover (released,
+            # not yet fetched by its new owner) is in nobody's shards, but every replica has its values
+            for line in encode(self.states.values()):
                 await response.write(line)
             await response.write(b'{"synced": true}\n')
             while not sub.cut_off:

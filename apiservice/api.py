@@ -35,6 +35,7 @@ from apiservice.openapi_endpoints import OpenApiV2, OpenApiV3
 from apiservice.quantity import QuantityError, format_quantity
 from apiservice.selectors import Selector, SelectorError, parse_selector
 from apiservice.selfmetrics import observe
+from apiservice.source import LocalMetricsSource, MetricsSource
 from apiservice.status import ApiError, bytes_response, error_response, status_response
 from metrics_server.model import KeptnMetric, ObjectKey
 from metrics_server.state import MetricStates, Unavailable, rfc3339, servable_value, staleness_bound
@@ -84,9 +85,12 @@ class MetricsApi:
         discovery_limit: int = 1000,
         always_allow_paths: list[str] | None = None,
         clock: Clock = time.time,
+        source: MetricsSource | None = None,
     ) -> None:
         self.store = store
         self.states = states
+        #: every KeptnMetric and value the answers use come from here (see apiservice/source.py)
+        self.source: MetricsSource = source or LocalMetricsSource(store, states)
         self.authenticator = authenticator
         self.authorizer = authorizer
         self.max_staleness = max_staleness
@@ -181,8 +185,8 @@ class MetricsApi:
             return None
         key, obj, state, value, fetched, until, body = hit
         if (
-            self.store.get_metric(key) is obj
-            and self.states.get(key) is state
+            self.source.get_metric(key) is obj
+            and self.source.state(key) is state
             and state is not None
             and state.value == value
             and state.last_success == fetched
@@ -305,7 +309,7 @@ class MetricsApi:
     def health(self, path: str) -> web.Response:
         if path == "/readyz" and self.shutting_down:
             return web.Response(status=503, text="not ready: shutting down\n")
-        if path == "/readyz" and not self.store.synced:
+        if path == "/readyz" and not self.source.synced:
             return web.Response(status=503, text="not ready: the store has not synced yet\n")
         return web.Response(text="ok")
 
@@ -339,7 +343,7 @@ class MetricsApi:
         return aggregated_discovery.respond(doc, version, headers.get("If-None-Match", ""))
 
     def _names(self) -> list[str]:
-        names = sorted({m.meta.name for m in self.store.list_metrics()})
+        names = self.source.names()
         return names[: self.discovery_limit]
 
     def custom_discovery(self, version: str) -> web.Response:
@@ -372,7 +376,7 @@ class MetricsApi:
         """(value, time it was fetched) if the value may be served now; ApiError(503) saying why not."""
         what = f"KeptnMetric {metric.meta.namespace}/{metric.meta.name}"
         try:
-            return servable_value(self.states.get(metric.key), what, self.clock(), self.max_staleness)
+            return servable_value(self.source.state(metric.key), what, self.clock(), self.max_staleness)
         except Unavailable as exc:
             raise ApiError(503, exc.message) from None
 
@@ -479,7 +483,7 @@ class MetricsApi:
 
     def _single(self, obj: KeptnMetric, build: Callable[[], web.Response]) -> web.Response:
         """Answer for one metric; a 200 answer is memoized (see `_memo`) under the request's raw path."""
-        state = self.states.get(obj.key)
+        state = self.source.state(obj.key)
         response = build()
         body = response.body
         raw = self._request_key
@@ -523,7 +527,7 @@ class MetricsApi:
             )
         if name != "*":
             assert namespace is not None
-            obj = self.store.get_metric(ObjectKey(namespace, name))
+            obj = self.source.get_metric(ObjectKey(namespace, name))
             if obj is None:
                 raise ApiError(404, f'{RESOURCE} "{name}" not found in namespace "{namespace}"')
             if not objects.matches(obj.meta.labels):
@@ -536,8 +540,8 @@ class MetricsApi:
             )
         # Wildcard, any metric segment: every KeptnMetric of this namespace (never another
         # one's), or of every namespace for the cluster-scoped form (authorized at the cluster scope).
-        pool = sorted(self.store.list_metrics(namespace), key=lambda m: m.key)
-        candidates = [(m, self._described(m)) for m in pool if objects.matches(m.meta.labels)]
+        pool = self.source.select(namespace, objects.matches)
+        candidates = [(m, self._described(m)) for m in pool]
         return self._collect(version, candidates, metric, metrics, single=False)
 
     @staticmethod
@@ -562,11 +566,9 @@ class MetricsApi:
         if not objects.empty:
             raise ApiError(400, "labelSelector is not supported for metrics describing namespaces")
         if namespaces is None:
-            pool = sorted(
-                (m for m in self.store.list_metrics() if m.meta.name == metric), key=lambda m: m.key
-            )
+            pool = self.source.select(metric)
         else:
-            found = self.store.get_metric(ObjectKey(namespaces[0], metric))
+            found = self.source.get_metric(ObjectKey(namespaces[0], metric))
             if found is None:
                 raise ApiError(404, f'{RESOURCE} "{metric}" not found in namespace "{namespaces[0]}"')
             pool = [found]
@@ -577,7 +579,7 @@ class MetricsApi:
         self, version: str, namespace: str, metric: str, label_sel: str | None
     ) -> web.Response:
         selector, _ = self._selectors(label_sel, None)
-        obj = self.store.get_metric(ObjectKey(namespace, metric))
+        obj = self.source.get_metric(ObjectKey(namespace, metric))
         if obj is None:
             raise ApiError(404, f'{RESOURCE} "{metric}" not found in namespace "{namespace}"')
         if not selector.matches(obj.meta.labels):

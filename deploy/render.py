@@ -56,6 +56,11 @@ def _base_deployment() -> dict[str, Any]:
     return _load(BASE / "deployment.yaml")[0]
 
 
+def _shards_env() -> str:
+    env = _base_deployment()["spec"]["template"]["spec"]["containers"][0]["env"]
+    return str(next(e["value"] for e in env if e["name"] == "SHARDS"))
+
+
 def _sub(text: str, old: str, new: str, name: str) -> str:
     count = text.count(old)
     if count != 1:
@@ -169,6 +174,12 @@ def chart_templates() -> dict[str, str]:
                 text, "imagePullPolicy: IfNotPresent", "imagePullPolicy: {{ .Values.image.pullPolicy }}", name
             )
             text = _sub(text, "--log-format=json", "--log-format={{ .Values.logFormat }}", name)
+            text = _sub(
+                text,
+                "        - name: SHARDS\n          value: \"16\"\n",
+                "        - name: SHARDS\n          value: {{ .Values.shards | quote }}\n",
+                name,
+            )
             text = _sub(
                 text,
                 f"        - {INJECT_ARG}\n        - {_namespaced(SELF_SIGNED_ARG)}\n",
@@ -288,6 +299,7 @@ def default_values() -> dict[str, Any]:
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": container["imagePullPolicy"]},
         "replicaCount": _base_deployment()["spec"]["replicas"],
+        "shards": int(_shards_env()),
         "logFormat": "json",
         "resources": container["resources"],
         "namespace": {"create": False},
@@ -311,6 +323,8 @@ VALUES_COMMENTS = """\
 # namespace.create: render a Namespace object (or use `helm install --create-namespace`).
 # externalMetrics.enabled: also register v1beta1.external.metrics.k8s.io (only one
 #   external metrics server may exist per cluster; KEDA often holds it).
+# replicaCount, shards: replicas share the fetch work in `shards` shards (one Lease each) and
+#   stream values to each other; keep shards >= replicaCount (docs/scaling.md, docs/kubernetes.md).
 # certManager.enabled: serving certificate from cert-manager (Issuer + Certificate, CA
 #   injected by cert-manager) instead of the server's own CA written into caBundle.
 # networkPolicy.clientNamespaces: namespaces whose pods may reach the KEDA gRPC scaler

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -55,6 +56,7 @@ class _Entry:
     running: bool = False
     failures: int = 0
     fresh: bool = False  # next fetch must not reuse a shared recent answer
+    rephase: bool = False  # fetched at once on acquiring its shard: spread the next due time
 
 
 FetchKey = tuple[ObjectKey, int, str, str, str]
@@ -94,6 +96,9 @@ class Evaluator:
         self._inflight: dict[FetchKey, asyncio.Future[_Fetched]] = {}
         self._recent: TTLCache[FetchKey, _Fetched] = TTLCache(maxsize=100_000, ttl=3600)
         self._provider_generation: dict[ObjectKey, int] = {}
+        #: which keys this replica fetches (sharded runtime: the shards whose Lease it holds)
+        self.owns: Callable[[ObjectKey], bool] = lambda key: True
+        self._running: dict[ObjectKey, asyncio.Task[None]] = {}
         store.subscribe(self._on_event)
 
     # -- control ---------------------------------------------------------------------------
@@ -128,6 +133,22 @@ class Evaluator:
         entry.fresh = True
         self._schedule(key, self._now())
         return True
+
+    def fetch_now(self, owned: Callable[[ObjectKey], bool]) -> int:
+        """Schedule every matching key for now (a shard was just acquired); returns how many."""
+        now, count = self._now(), 0
+        for key, entry in self._entries.items():
+            if owned(key) and not entry.running:
+                entry.rephase = True
+                self._schedule(key, now)
+                count += 1
+        return count
+
+    def stop_fetching(self, lost: Callable[[ObjectKey], bool]) -> None:
+        """Cancel in-flight fetches of matching keys (a shard was released or its Lease expired)."""
+        for key, task in list(self._running.items()):
+            if lost(key):
+                task.cancel()
 
     async def close(self) -> None:
         self.deactivate()
@@ -221,10 +242,17 @@ class Evaluator:
         while heap and heap[0].due <= now:
             item = heapq.heappop(heap)
             entry = self._entries.get(item.key)
-            if entry is None or entry.seq != item.seq or entry.running:
-                continue  # superseded, deleted, or still fetching (it reschedules itself)
+            if entry is None or entry.seq != item.seq or entry.running or not self.owns(item.key):
+                continue  # superseded, deleted, still fetching (it reschedules itself), or not ours
             entry.running = True
-            self._track(asyncio.get_running_loop().create_task(self._evaluate(item.key, entry, item.due)))
+            task = asyncio.get_running_loop().create_task(self._evaluate(item.key, entry, item.due))
+            self._track(task)
+            self._running[item.key] = task
+            task.add_done_callback(functools.partial(self._finished, item.key))
+
+    def _finished(self, key: ObjectKey, task: asyncio.Task[None]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -259,8 +287,15 @@ class Evaluator:
         changed = (state.value_text, state.error) != before
         if not ok and before[1] != state.error:
             log.warning("metric %s: %s", key, state.error)
-        if self._active:
-            self._schedule(key, self._next_due(due, metric.fetch_interval_seconds, entry.failures))
+        if self._active and self.owns(key):
+            nxt = self._next_due(due, metric.fetch_interval_seconds, entry.failures)
+            if entry.rephase and entry.failures == 0:
+                # a shard fetched all at once would stay in one burst forever: give each key its
+                # own stable phase in [0.5, 1.5) intervals from now (the average interval holds)
+                entry.rephase = False
+                offset = (zlib.crc32(str(key).encode()) % 10_000) / 10_000
+                nxt = self._now() + metric.fetch_interval_seconds * (0.5 + offset)
+            self._schedule(key, nxt)
         if self.sink is not None:
             try:
                 await self.sink.publish(metric, state, changed)

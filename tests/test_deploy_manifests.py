@@ -1106,14 +1106,21 @@ def test_deployment_is_locked_down() -> None:
         "bind-address": "0.0.0.0",
         "cert-dir": "/tmp/certs",
         "leader-elect": "true",
+        "shards": "$(SHARDS)",  # expanded by the kubelet from the env entry below
+        "peer-port": "8444",
         "log-format": "json",
         "apiservice-ca-injection": "v1beta2.custom.metrics.k8s.io,v1beta1.custom.metrics.k8s.io",
         "self-signed-hosts": "keptn-metrics.keptn-system.svc,keptn-metrics.keptn-system.svc.cluster.local",
     }
-    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
-    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+    env = {e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_NAME": "metadata.name",
+        "POD_IP": "status.podIP",
+        "SHARDS": "16",
+    }
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"https": 6443, "metrics": 9999, "grpc": 9998}
+    assert ports == {"https": 6443, "metrics": 9999, "grpc": 9998, "peer": 8444}
     for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
         get_ = container[probe]["httpGet"]
         assert (get_["path"], get_["scheme"], ports[get_["port"]]) == (path, "HTTPS", 6443)
@@ -1142,13 +1149,16 @@ def test_service_apiservices_pdb_networkpolicy_line_up() -> None:
         assert spec["service"] == {"name": "keptn-metrics", "namespace": "keptn-system", "port": 443}
     policy = get("NetworkPolicy", "keptn-metrics")
     assert policy["spec"]["podSelector"]["matchLabels"] == selector
-    api_rule, client_rule = policy["spec"]["ingress"]
+    api_rule, client_rule, peers = policy["spec"]["ingress"]
     assert "from" not in api_rule, "the kube-apiserver's source address is not predictable"
     assert {p["port"] for p in api_rule["ports"]} == {6443}
     # KEDA and Prometheus only: 9998/9999 are not open to every pod (issue 10)
     assert {p["port"] for p in client_rule["ports"]} == {9999, 9998}
     (peer,) = client_rule["from"]
     assert set(peer) == {"namespaceSelector"} and peer["namespaceSelector"]
+    # value streaming between replicas: the peer port only from the other replicas
+    assert peers["from"] == [{"podSelector": {"matchLabels": selector}}]
+    assert [p["port"] for p in peers["ports"]] == [container_ports["peer"]]
     namespaced = [
         d
         for d in BASE.values()
@@ -1221,13 +1231,20 @@ def test_chart_toggles_combine() -> None:
 
 def test_chart_values_and_release_namespace() -> None:
     docs = render.render_chart(
-        {"replicaCount": 3, "image": {"tag": "9.9.9"}, "networkPolicy": {"enabled": False}, "resources": {}},
+        {
+            "replicaCount": 3,
+            "shards": 24,
+            "image": {"tag": "9.9.9"},
+            "networkPolicy": {"enabled": False},
+            "resources": {},
+        },
         namespace="monitoring",
     )
     deploy = next(d for d in docs if d["kind"] == "Deployment")
     assert deploy["metadata"]["namespace"] == "monitoring"
     assert deploy["spec"]["replicas"] == 3
     container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "SHARDS", "value": "24"} in container["env"] and "--shards=$(SHARDS)" in container["args"]
     assert container["image"] == "ghcr.io/keptn-metrics/keptn-metrics:9.9.9"
     assert not any(d["kind"] == "NetworkPolicy" for d in docs)
     apiservice = next(d for d in docs if d["kind"] == "APIService")
@@ -1264,3 +1281,12 @@ def test_chart_both_toggles_equal_cert_manager_overlay_with_component(tmp_path: 
         },
         overlay,
     )
+
+
+def test_scale_out_overlay_sets_replicas_and_shards() -> None:
+    docs = render.kustomize_build(ROOT / "deploy" / "overlays" / "scale-out")
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    assert deploy["spec"]["replicas"] == 4
+    env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SHARDS"]["value"] == "32"
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"

@@ -95,3 +95,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="time between renewals and acquisition attempts (default 2)",
     )
+    g.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="split the fetch work into N shards owned through one Lease each and spread over the live "
+        "replicas, which stream their values to each other (docs/scaling.md); every replica must use the "
+        "same N. 0 (default): one elected leader fetches everything",
+    )
+    g.add_argument(
+        "--shard-lease-prefix",
+        default="keptn-metrics",
+        help="name prefix of the shard and member Leases (<prefix>-shard-<i>, <prefix>-member-<id>)",
+    )
+    g.add_argument(
+        "--peer-port",
+        type=int,
+        default=8444,
+        help="port of the peer endpoint that streams values between replicas over mutually authenticated "
+        "TLS (with --shards; 0 picks a free port)",
+    )
+    g.add_argument(
+        "--peer-advertise-address",
+        default=os.environ.get("POD_IP") or "",
+        help="address the other replicas reach this one's peer endpoint at (default $POD_IP, else the "
+        "bind address)",
+    )

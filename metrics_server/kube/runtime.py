@@ -22,7 +22,9 @@ from metrics_server.kube.client import KubeClient
 from metrics_server.kube.leader import LeaderElector
 from metrics_server.kube.status_writer import StatusWriter
 from metrics_server.kube.store import KubernetesStore
-from metrics_server.model import KeptnMetric
+from metrics_server.model import KeptnMetric, ObjectKey
+from metrics_server.sharding import shard_of
+from metrics_server.state import parse_rfc3339
 from metrics_server.store.base import EventType, StoreEvent
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,94 @@ class KubernetesRuntime:
                 on_stopped_leading=self._stopped_leading,
             )
         self._controller: asyncio.Task[None] | None = None
+        #: sharded runtime (--shards N, docs/scaling.md): shard Leases decide what this replica
+        #: fetches, peers stream each other's values; the leader Lease only runs the controller
+        self.shard_count = int(_arg(args, "shards", 0))
+        self.identity = identity or (self.elector.identity if self.elector else None)
+        self.shards: Any = None
+        self.peers: Any = None
+        if self.shard_count > 0:
+            from metrics_server.kube.leader import default_identity
+            from metrics_server.kube.shards import ShardManager
+
+            self.identity = self.identity or default_identity()
+            self.shards = ShardManager(
+                client,
+                _arg(args, "leader_election_namespace", "keptn-system"),
+                self.shard_count,
+                prefix=_arg(args, "shard_lease_prefix", "keptn-metrics"),
+                identity=self.identity,
+                lease_duration=_arg(args, "leader_election_lease_duration", 15.0),
+                renew_deadline=_arg(args, "leader_election_renew_deadline", 10.0),
+                retry_period=_arg(args, "leader_election_retry_period", 2.0),
+                on_acquired=self._shard_acquired,
+                on_lost=self._shard_lost,
+                on_members=self._members_changed,
+            )
+            self.evaluator.owns = self.owns
         self.store.subscribe(self._on_store_event)
+
+    # -- shards ----------------------------------------------------------------------------------
+    def owns(self, key: ObjectKey) -> bool:
+        """True if this replica fetches `key` now (always, for the leader of the unsharded runtime)."""
+        if self.shards is None:
+            return self.leading
+        return bool(self.shards.owns(shard_of(key, self.shard_count)))
+
+    def _in_shard(self, shard: int) -> Any:
+        return lambda key: shard_of(key, self.shard_count) == shard
+
+    def _shard_acquired(self, shard: int) -> None:
+        self._split_write_budget()
+        self.evaluator.fetch_now(self._in_shard(shard))  # a handed-over shard is fetched at once
+
+    def _shard_lost(self, shard: int) -> None:
+        in_shard = self._in_shard(shard)
+        self.evaluator.stop_fetching(in_shard)
+        for metric in self.store.list_metrics():  # the new owner writes their status from now on
+            if in_shard(metric.key):
+                self.writer.forget(metric.key)
+        self._split_write_budget()
+
+    def _split_write_budget(self) -> None:
+        """--status-write-qps is cluster-wide: each owner gets its shards' part of it."""
+        owned = len(self.shards.owned) if self.shards is not None else self.shard_count
+        qps = float(_arg(self.args, "status_write_qps", 20.0))
+        self.writer.bucket.set_rate(qps * max(1, owned) / self.shard_count)
+
+    async def _await_peer_snapshots(self) -> None:
+        """A new replica opens its ports once it holds every peer's values, not only their
+        (lagging) status, so a rolling update brings no stale answers; bounded by a lease duration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(_arg(self.args, "leader_election_lease_duration", 15.0))
+        while loop.time() < deadline:
+            if self.shards.observed.is_set() and self.peers.synced():
+                return
+            await asyncio.sleep(0.05)
+        log.warning("starting to serve before every peer's values arrived (status fallback meanwhile)")
+
+    def _members_changed(self, members: dict[str, Any]) -> None:
+        if self.peers is not None:
+            self.peers.set_peers(members)
+
+    async def _start_peers(self) -> None:
+        from apiservice.shared_ca import shared_ca
+        from metrics_server.kube.peer_tls import peer_contexts
+        from metrics_server.kube.peers import PeerHub
+
+        ca_pem, ca_key = await shared_ca(self.client, _arg(self.args, "server_namespace", "keptn-system"))
+        bind = _arg(self.args, "bind_address", "0.0.0.0")
+        self.peers = PeerHub(
+            self.states,
+            peer_contexts(ca_pem, ca_key),
+            owns=self.owns,
+            identity=self.identity or "",
+            bind_address=bind,
+            port=_arg(self.args, "peer_port", 8444),
+        )
+        port = await self.peers.start()
+        host = _arg(self.args, "peer_advertise_address", "") or ("127.0.0.1" if bind == "0.0.0.0" else bind)
+        self.shards.peer_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # -- leadership ----------------------------------------------------------------------------
     def spread_seconds(self) -> float:
@@ -82,26 +171,34 @@ class KubernetesRuntime:
 
     def _started_leading(self) -> None:
         self.leading = True
+        if self.shards is not None:  # shards decide the fetching; the leader runs the controller
+            self._start_controller()
+            return
         self.writer.resume()
         self.evaluator.activate(spread_seconds=self.spread_seconds())
         self._start_controller()
 
     def _stopped_leading(self) -> None:
         self.leading = False
+        if self.shards is not None:
+            self._stop_controller()
+            return
         self.evaluator.deactivate()
         self.writer.pause()
-        if self._controller is not None:
-            self._controller.cancel()
-            self._controller = None
+        self._stop_controller()
         for metric in self.store.list_metrics():  # serve what the next leader writes
             self.states.load_status(metric)
 
+    def _stop_controller(self) -> None:
+        if self._controller is not None:
+            self._controller.cancel()
+            self._controller = None
+
     def _start_controller(self) -> None:
-        try:
-            from metrics_server.controller.flags import options_from_args
-            from metrics_server.controller.runtime import run_controller
-        except ImportError:
-            return
+        # part of this package, not an optional extra: an ImportError here is a bug to surface
+        from metrics_server.controller.flags import options_from_args
+        from metrics_server.controller.runtime import run_controller
+
         options = options_from_args(self.args)
         namespaces = _arg(self.args, "namespaces", []) or None
         self._controller = asyncio.get_running_loop().create_task(
@@ -115,8 +212,21 @@ class KubernetesRuntime:
             return
         if event.type is EventType.DELETED:
             self.writer.forget(obj.key)
+        elif self.shards is not None:
+            if not self.owns(obj.key):
+                self._adopt_status_if_newer(obj)
         elif not self.leading:
             self.states.load_status(obj)
+
+    def _adopt_status_if_newer(self, metric: KeptnMetric) -> None:
+        """A watched status is a fallback for values the owner's stream has not brought: it is
+        adopted only when it is from a later fetch than the streamed state by more than the one
+        second its whole-second `lastUpdated` may hide (a healthy stream is ~0.1 s behind)."""
+        state = self.states.get(metric.key)
+        updated = parse_rfc3339(str((metric.status or {}).get("lastUpdated", "")))
+        known = None if state is None else state.last_attempt
+        if known is None or (updated is not None and updated > known + 1.0):
+            self.states.load_status(metric)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -132,7 +242,14 @@ class KubernetesRuntime:
         self.evaluator.load()
         for metric in self.store.list_metrics():
             self.states.load_status(metric)
-        await self.services.start()
+        if self.shards is not None:
+            await self._start_peers()
+            self._split_write_budget()
+            self.writer.resume()  # only owned keys are fetched, so only they are written
+            self.evaluator.activate()  # dispatches nothing until a shard is acquired
+            self.shards.start()
+            await self._await_peer_snapshots()
+        await self.services.start()  # the API ports open (and /readyz answers) only now
         if self.elector is not None:
             self.elector.start()
         else:
@@ -145,7 +262,11 @@ class KubernetesRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._controller
             self._controller = None
+        if self.shards is not None:
+            await self.shards.stop(release=True)  # stop fetching, hand shards over at once
         await self.writer.stop()  # in-flight writes finish
+        if self.peers is not None:
+            await self.peers.stop()
         if self.elector is not None:
             await self.elector.stop(release=True)
         await self.store.stop()

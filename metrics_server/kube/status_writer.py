@@ -83,6 +83,13 @@ class TokenBucket:
     def refund(self) -> None:
         self.tokens = min(self.burst, self.tokens + 1)
 
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on (the sharded runtime splits one budget over the owners)."""
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self._refill()
+        self.rate = float(rate)
+
 
 @dataclass
 class _Pending:

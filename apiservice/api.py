@@ -565,8 +565,8 @@ class MetricsApi:
         objects, metrics = self._selectors(label_sel, metric_sel)
         if not objects.empty:
             raise ApiError(400, "labelSelector is not supported for metrics describing namespaces")
-        if namespaces is None:
-            pool = self.source.select(metric)
+        if namespaces is None:  # `namespaces/*/{metric}`: the KeptnMetric called so, in every namespace
+            pool = [m for m in self.source.select() if m.meta.name == metric]
         else:
             found = self.source.get_metric(ObjectKey(namespaces[0], metric))
             if found is None:

@@ -17,7 +17,8 @@ def client_rule(values: dict) -> dict:
     policy = next(
         d for d in render.render_chart(values, namespace="keptn-system") if d["kind"] == "NetworkPolicy"
     )
-    (rule,) = [r for r in policy["spec"]["ingress"] if "from" in r]
+    ingress = policy["spec"]["ingress"]
+    (rule,) = [r for r in ingress if any("namespaceSelector" in p for p in r.get("from", []))]
     return rule
 
 

@@ -177,3 +177,40 @@ async def test_a_joining_replica_opens_its_ports_holding_the_peers_values(
         for rt in (b, a):
             await rt.stop()
             await rt.client.close()
+
+
+async def test_a_replica_cut_off_from_the_api_server_stops_fetching_and_keeps_serving(
+    kube: KubeEnv, backend: dict[str, Any]
+) -> None:
+    from tests.kube.test_shards import Breakable
+
+    await kube.create(
+        {
+            "apiVersion": "metrics.keptn.sh/v1",
+            "kind": "KeptnMetricsProvider",
+            "metadata": {"name": "web"},
+            "spec": {"type": "http", "targetServer": backend["url"]},
+        }
+    )
+    for name in NAMES:
+        await kube.create(metric_doc(name, provider="web", query=f"/value/{name}", interval=1))
+    cut = Breakable(await kube.new_client())
+    a = KubernetesRuntime(sharded_args(kube), cut, identity="a")  # type: ignore[arg-type]
+    b = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="b")
+    try:
+        await a.start()
+        await b.start()
+        await until(lambda: len(a.shards.owned) == 2 and len(b.shards.owned) == 2)
+        cut.broken = True  # a can no longer renew its Leases (nor write status, nor watch)
+        await until(lambda: a.shards.owned == [])  # fenced after the renew deadline
+        assert not any(a.owns(ObjectKey(kube.namespace, n)) for n in NAMES)
+        await until(lambda: len(b.shards.owned) == 4)  # b takes over once a's Leases expired
+        backend["values"] = {n: 500 + i for i, n in enumerate(NAMES)}
+        # a still serves every metric, at b's freshness: the peer stream does not need the API server
+        await until(lambda: all(value(a, n) == 500 + i for i, n in enumerate(NAMES)))
+        assert a.store.get_metric(ObjectKey(kube.namespace, NAMES[0])) is not None
+    finally:
+        cut.broken = False
+        for rt in (b, a):
+            await rt.stop()
+            await rt.client.close()

@@ -43,6 +43,9 @@ ATOMIC: dict[str, Any] = {"x-kubernetes-map-type": "atomic"}
 UPSTREAM_PROVIDER_TYPES = ["prometheus", "thanos", "cortex", "dynatrace", "dql", "datadog", "elastic"]
 OUR_PROVIDER_TYPES = ["cloudwatch", "google", "azure", "http", "openmetrics"]
 AGGREGATIONS = ["p90", "p95", "p99", "max", "min", "avg", "median"]
+# The same bounds as metrics_server.model (a test keeps them equal).
+MAX_FETCH_INTERVAL_SECONDS = 86_400
+MAX_RANGE_TEXT = "8784h"
 
 
 def s(type_: str, description: str = "", **extra: Any) -> Schema:
@@ -191,6 +194,14 @@ def range_spec(with_rules: bool) -> Schema:
                 "rule": "has(self.step) == has(self.aggregation)",
                 "message": "range.step and range.aggregation must be set together",
             },
+            {
+                "rule": f"!has(self.interval) || duration(self.interval) <= duration('{MAX_RANGE_TEXT}')",
+                "message": f"range.interval must be at most {MAX_RANGE_TEXT}",
+            },
+            {
+                "rule": f"!has(self.step) || duration(self.step) <= duration('{MAX_RANGE_TEXT}')",
+                "message": f"range.step must be at most {MAX_RANGE_TEXT}",
+            },
         ]
     return schema
 
@@ -202,6 +213,7 @@ def keptn_metric_schema(with_range: bool) -> Schema:
             "FetchIntervalSeconds represents the update frequency in seconds that is used to update "
             "the metric",
             minimum=1,
+            maximum=MAX_FETCH_INTERVAL_SECONDS,
         ),
         "provider": obj(
             "Provider represents the provider object",

@@ -117,13 +117,14 @@ class Services:
 
 
 async def run_local(args: argparse.Namespace) -> int:
-    from metrics_server.store.local import LocalStore
+    from metrics_server.store.local import DEFAULT_MAX_MANIFEST_BYTES, LocalStore
 
     store = LocalStore(
         args.manifests,
         default_namespace=args.default_namespace,
         server_namespace=args.server_namespace,
         poll_interval=args.reload_interval,
+        max_manifest_bytes=getattr(args, "max_manifest_bytes", DEFAULT_MAX_MANIFEST_BYTES),
     )
     services = Services(args, store, kubernetes_mode=False)
     services.install_signal_handlers()

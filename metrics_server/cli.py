@@ -68,6 +68,7 @@ def _add_serve(sub: Any) -> None:
     p.add_argument(
         "--reload-interval", type=float, default=1.0, help="seconds between manifest change checks"
     )
+    _add_max_manifest_bytes(p)
     p.add_argument(
         "--bind-address",
         default=None,
@@ -93,6 +94,18 @@ def _add_serve(sub: Any) -> None:
         "Kubernetes mode, 0 in local mode)",
     )
     p.set_defaults(func=_cmd_serve)
+
+
+def _add_max_manifest_bytes(parser: argparse.ArgumentParser) -> None:
+    from metrics_server.store.local import DEFAULT_MAX_MANIFEST_BYTES
+
+    parser.add_argument(
+        "--max-manifest-bytes",
+        type=int,
+        default=DEFAULT_MAX_MANIFEST_BYTES,
+        help="largest manifest file read; a bigger one is reported and skipped "
+        f"(default {DEFAULT_MAX_MANIFEST_BYTES} = 2 MiB, 0 = no limit)",
+    )
 
 
 def _extend(parser: argparse.ArgumentParser, module_name: str) -> None:
@@ -139,6 +152,7 @@ def _add_validate(sub: Any) -> None:
     p = sub.add_parser("validate", help="check manifests offline with upstream Keptn's rules")
     _add_common(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders of YAML manifests")
+    _add_max_manifest_bytes(p)
     p.set_defaults(func=_cmd_validate)
 
 
@@ -278,6 +292,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from metrics_server.excerpt import excerpt
     from metrics_server.store.local import load_file, manifest_files
 
     errors = 0
@@ -290,9 +305,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         for file in manifest_files(path):
             try:
-                objects, problems = load_file(file)
+                objects, problems = load_file(file, max_bytes=args.max_manifest_bytes)
             except (OSError, yaml.YAMLError) as exc:
-                print(f"error: {file}: {' '.join(str(exc).split())}", file=sys.stderr)
+                print(f"error: {file}: {excerpt(' '.join(str(exc).split()), 500)}", file=sys.stderr)
                 errors += 1
                 continue
             count += len(objects)

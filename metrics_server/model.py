@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metrics_server.durations import DurationError, parse_duration
+from metrics_server.excerpt import excerpt
 
 METRICS_GROUP = "metrics.keptn.sh"
 METRICS_VERSIONS = ("v1", "v1beta1", "v1alpha3", "v1alpha2", "v1alpha1")
@@ -28,6 +29,12 @@ PROVIDER_TYPES = UPSTREAM_PROVIDER_TYPES + OUR_PROVIDER_TYPES
 AGGREGATIONS = ("p90", "p95", "p99", "max", "min", "avg", "median")
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
+# Bounds on durations (upstream has none). Far beyond any real use, small enough that the
+# staleness bound (a multiple of the interval) and a range query stay meaningful; the CRD
+# schema (deploy/crdgen.py) carries the same numbers.
+MAX_FETCH_INTERVAL_SECONDS = 86_400  # one day
+MAX_RANGE_SECONDS = 366 * 86_400  # 8784h: a year of data, leap day included
+MAX_RANGE_TEXT = "8784h"
 
 # Kubernetes object names: DNS-1123 subdomain (names) and label (namespaces).
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -142,10 +149,16 @@ Resource = KeptnMetric | KeptnMetricsProvider | Secret
 
 
 def _ref(doc: Mapping[str, Any], default_namespace: str) -> str:
-    md = doc.get("metadata") or {}
-    kind = doc.get("kind", "?")
-    ns = md.get("namespace") or default_namespace
-    return f"{kind} {ns}/{md.get('name', '?')}"
+    """`Kind ns/name` for messages, whatever shape the document has (never raises)."""
+    md = doc.get("metadata")
+    md = md if isinstance(md, Mapping) else {}
+    kind, ns, name = doc.get("kind"), md.get("namespace") or default_namespace, md.get("name")
+    return f"{_shown(kind)} {_shown(ns)}/{_shown(name)}"
+
+
+def _shown(value: Any) -> str:
+    """A manifest value quoted in a message: bounded, and `?` when it is not a string."""
+    return excerpt(value, 80) if isinstance(value, str) and value else "?"
 
 
 def _expect_map(value: Any, obj: str, path: str) -> Mapping[str, Any]:
@@ -189,7 +202,9 @@ def parse_meta(doc: Mapping[str, Any], obj: str, default_namespace: str) -> Obje
 
 def _split_api_version(doc: Mapping[str, Any], obj: str) -> tuple[str, str]:
     api_version = doc.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version:
+    if api_version is not None and not isinstance(api_version, str):
+        raise ValidationError(obj, "apiVersion", f"must be a string, got {type(api_version).__name__}")
+    if not api_version:
         raise ValidationError(obj, "apiVersion", "is required")
     group, _, version = api_version.rpartition("/")
     return group, version
@@ -278,6 +293,12 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
         )
     if interval < 1:
         raise ValidationError(obj, "spec.fetchIntervalSeconds", "must be at least 1")
+    if interval > MAX_FETCH_INTERVAL_SECONDS:
+        raise ValidationError(
+            obj,
+            "spec.fetchIntervalSeconds",
+            f"must be at most {MAX_FETCH_INTERVAL_SECONDS} (one day), got {excerpt(interval, 40)}",
+        )
     mrange = None
     raw_range = spec.get("range")
     if raw_range is not None:
@@ -324,6 +345,9 @@ def _parse_range(raw: Mapping[str, Any], obj: str) -> MetricRange:
         raise ValidationError(obj, "spec.range.interval", "must be greater than zero")
     if step is not None and parse_duration(step) <= 0:
         raise ValidationError(obj, "spec.range.step", "must be greater than zero")
+    for path, text in (("spec.range.interval", interval), ("spec.range.step", step)):
+        if text is not None and parse_duration(text) > MAX_RANGE_SECONDS:
+            raise ValidationError(obj, path, f"must be at most {MAX_RANGE_TEXT} (366 days), got {text!r}")
     return MetricRange(interval=interval, step=step, aggregation=aggregation, stored_results=stored)
 
 
@@ -358,9 +382,13 @@ PARSERS: dict[str, Callable[[Mapping[str, Any], str], Resource]] = {
 def parse_resource(doc: Mapping[str, Any], default_namespace: str = "default") -> Resource | None:
     """Parse a manifest we understand; None for kinds this server does not consume."""
     if not isinstance(doc, Mapping):
-        raise ValidationError("<document>", "", f"must be a mapping, got {type(doc).__name__}")
+        raise ValidationError("<document>", "(root)", f"must be a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
-    if not isinstance(kind, str) or not kind:
+    if kind is not None and not isinstance(kind, str):
+        raise ValidationError(
+            _ref(doc, default_namespace), "kind", f"must be a string, got {type(kind).__name__}"
+        )
+    if not kind:
         raise ValidationError(_ref(doc, default_namespace), "kind", "is required")
     parser = PARSERS.get(kind)
     return parser(doc, default_namespace) if parser else None

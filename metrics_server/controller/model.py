@@ -471,26 +471,44 @@ class LifecycleManifests:
         indexes[type(obj)][obj.key] = obj
 
 
-def load_lifecycle(paths: Iterable[Path], default_namespace: str = "default") -> LifecycleManifests:
-    """Read our kinds from manifest files; invalid documents are recorded in `problems`."""
+def load_lifecycle(
+    paths: Iterable[Path], default_namespace: str = "default", max_bytes: int | None = None
+) -> LifecycleManifests:
+    """Read our kinds from manifest files; invalid documents are recorded in `problems`.
+
+    Reading and document shapes are the metrics loader's (`metrics_server.store.local`), which
+    also reports malformed documents; here only problems in our own kinds are added.
+    """
+    from metrics_server.excerpt import excerpt
+    from metrics_server.store.local import (
+        DEFAULT_MAX_MANIFEST_BYTES,
+        MESSAGE_LIMIT,
+        document_items,
+        read_documents,
+    )
+
     out = LifecycleManifests()
     for path in paths:
         try:
-            with path.open("rb") as fh:
-                documents = list(yaml.safe_load_all(fh))
+            documents = read_documents(path, DEFAULT_MAX_MANIFEST_BYTES if max_bytes is None else max_bytes)
         except (OSError, yaml.YAMLError) as exc:
-            out.problems.append(f"{path}: {' '.join(str(exc).split())}")
+            out.problems.append(f"{path}: {excerpt(' '.join(str(exc).split()), MESSAGE_LIMIT)}")
             continue
         for index, doc in enumerate(documents):
-            if not isinstance(doc, Mapping):
-                continue
-            kind = str(doc.get("kind", ""))
-            items = doc.get("items") if kind.endswith("List") else [doc]
-            for item in items or []:
+            items, _ = document_items(doc, str(path))  # shape problems: reported by the metrics loader
+            for position, item in enumerate(items):
+                place = (
+                    f"{path} (document {index + 1})"
+                    if items == [doc]
+                    else (f"{path} (document {index + 1}, item {position + 1})")
+                )
                 try:
                     obj = parse_lifecycle(item, default_namespace)
                 except ValidationError as exc:
-                    out.problems.append(f"{path} (document {index + 1}): {exc}")
+                    out.problems.append(f"{place}: {excerpt(str(exc), MESSAGE_LIMIT)}")
+                    continue
+                except Exception as exc:  # a parser bug costs one document, never the folder
+                    out.problems.append(f"{place}: cannot be parsed ({type(exc).__name__})")
                     continue
                 if obj is not None:
                     out.add(obj)

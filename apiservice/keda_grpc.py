@@ -29,6 +29,7 @@ import grpc
 from apiservice import keda_proto as pb
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError
+from metrics_server.excerpt import excerpt
 from metrics_server.model import KeptnMetric, ObjectKey
 from metrics_server.store.base import Store
 
@@ -44,18 +45,22 @@ class Trigger:
     activation: float
 
 
+#: targetSize is an int64 on the wire: ceil(targetValue) must fit (the largest double below 2**63).
+MAX_TARGET_VALUE = float(2**63 - 1024)
+
+
 def _number(meta: Any, name: str, default: float) -> float:
     raw = meta.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         raise _Abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name}={raw!r} is not a number"
+            grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name}={excerpt(raw, 64)!r} is not a number"
         ) from None
     if not math.isfinite(value):
-        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name} must be finite")
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name} must be finite, got {value}")
     return value
 
 
@@ -79,6 +84,11 @@ def parse_trigger(ref: Any) -> Trigger:
     target = _number(meta, "targetValue", 1.0)
     if target <= 0:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.targetValue must be greater than 0")
+    if target > MAX_TARGET_VALUE:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"scalerMetadata.targetValue must be at most {MAX_TARGET_VALUE:.0f} (KEDA's int64 targetSize)",
+        )
     activation_key = "activationValue" if "activationValue" in meta else "activationTargetValue"
     return Trigger(ObjectKey(namespace, name), target, _number(meta, activation_key, 0.0))
 
@@ -92,7 +102,7 @@ class ExternalScaler:
     def _value(self, trigger: Trigger) -> float:
         metric = self.store.get_metric(trigger.key)
         if metric is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {trigger.key} not found")
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {excerpt(str(trigger.key))} not found")
         try:
             return self.value_fn(metric)[0]
         except ApiError as err:
@@ -106,6 +116,10 @@ class ExternalScaler:
         except _Abort as exc:
             code = exc.code
             await context.abort(exc.code, exc.message)
+        except Exception as exc:  # a bug: INTERNAL (counted as such), never an UNKNOWN counted as OK
+            code = grpc.StatusCode.INTERNAL
+            log.exception("KEDA gRPC %s failed", method)
+            await context.abort(code, f"internal error ({type(exc).__name__})")
         finally:
             observe(f"keda/grpc/{method}", code.value[0], time.perf_counter() - start)
 

@@ -584,4 +584,11 @@ def build_app(api: MetricsApi) -> web.Application:
 
 def build_server(api: MetricsApi) -> web.Server:
     """aiohttp's low-level server: the API routes every path itself, so no router is needed."""
-    return web.Server(api.handle, max_field_size=16384, access_log=None)  # type: ignore[arg-type]
+    from metrics_server.client_errors import ClientErrorLogger
+
+    return web.Server(
+        api.handle,  # type: ignore[arg-type]
+        max_field_size=16384,
+        access_log=None,
+        logger=ClientErrorLogger(server="metrics API"),
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from metrics_server.client_errors import ClientErrorLogger
 from metrics_server.evaluator import Evaluator, EvaluatorOptions
 from metrics_server.http_server import MetricsPortApp
 from metrics_server.state import MetricStates
@@ -69,7 +70,12 @@ class Services:
 
             self._keda_auth = await keda_auth_middleware_for(self.args, self.kubernetes_mode, self.kube_api)
             self.metrics_port.middlewares.append(self._keda_auth.middleware)
-        self._runner = web.AppRunner(self.metrics_port.build(), access_log=None, shutdown_timeout=5.0)
+        self._runner = web.AppRunner(
+            self.metrics_port.build(),
+            access_log=None,
+            shutdown_timeout=5.0,
+            logger=ClientErrorLogger(server="metrics port"),
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.args.bind_address, self.args.metrics_port)
         await site.start()

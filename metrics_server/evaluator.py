@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from metrics_server import selfmetrics
+from metrics_server.excerpt import excerpt
 from metrics_server.fetch import FetchOutcome, ProviderPool, outcome_of, query_once
 from metrics_server.model import KeptnMetric, KeptnMetricsProvider, ObjectKey, Secret
 from metrics_server.state import IntervalResult, MetricState, MetricStates, format_value
@@ -258,7 +259,7 @@ class Evaluator:
         self.states.changed(state)
         changed = (state.value_text, state.error) != before
         if not ok and before[1] != state.error:
-            log.warning("metric %s: %s", key, state.error)
+            log.warning("metric %s: %s", key, excerpt(state.error, 500))
         if self._active:
             self._schedule(key, self._next_due(due, metric.fetch_interval_seconds, entry.failures))
         if self.sink is not None:

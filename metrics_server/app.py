@@ -25,11 +25,14 @@ from metrics_server.store.base import Store
 log = logging.getLogger(__name__)
 
 
-def evaluator_options(args: argparse.Namespace) -> EvaluatorOptions:
+def evaluator_options(args: argparse.Namespace, *, kubernetes_mode: bool = False) -> EvaluatorOptions:
+    from metrics_server.egress_flags import policy_from_args
+
     return EvaluatorOptions(
         fetch_timeout=args.fetch_timeout,
         provider_concurrency=args.provider_concurrency,
         max_backoff=args.max_backoff,
+        egress=policy_from_args(args, kubernetes_mode=kubernetes_mode),
     )
 
 
@@ -50,7 +53,9 @@ class Services:
         self.store = store
         self.kubernetes_mode = kubernetes_mode
         self.states = MetricStates()
-        self.evaluator = Evaluator(store, self.states, sink=sink, options=evaluator_options(args))
+        self.evaluator = Evaluator(
+            store, self.states, sink=sink, options=evaluator_options(args, kubernetes_mode=kubernetes_mode)
+        )
         self.metrics_port = MetricsPortApp(
             store, self.states, max_staleness=getattr(args, "max_staleness", None)
         )

@@ -52,7 +52,12 @@ def _add_serve(sub: Any) -> None:
         "and needs no cluster; without it, it watches the Kubernetes API.",
     )
     # components own their flags; the core flags below are added last and win any overlap
-    for module in ("apiservice.flags", "metrics_server.kube.flags", "metrics_server.controller.flags"):
+    for module in (
+        "apiservice.flags",
+        "metrics_server.kube.flags",
+        "metrics_server.controller.flags",
+        "metrics_server.egress_flags",
+    ):
         _extend(p, module)
     _add_common(p)
     p.add_argument("--manifests", metavar="DIR", help="local mode: folder (or file) of YAML manifests")

@@ -29,6 +29,7 @@ from metrics_server.state import IntervalResult, MetricState, MetricStates, form
 from metrics_server.status_sink import StatusSink
 from metrics_server.store.base import EventType, Store, StoreEvent
 from providers import ProviderError, QueryResult
+from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class EvaluatorOptions:
     max_backoff: float = 300.0
     backoff_jitter: float = 0.2
     share_fraction: float = 0.5  # a shared result serves metrics whose interval is >= age / fraction
+    egress: EgressPolicy = DEFAULT_POLICY  # addresses providers may connect to
 
 
 @dataclass(order=True)
@@ -81,7 +83,7 @@ class Evaluator:
         self.states = states
         self.sink = sink
         self.options = options or EvaluatorOptions()
-        self.pool = ProviderPool(store, timeout=self.options.fetch_timeout)
+        self.pool = ProviderPool(store, timeout=self.options.fetch_timeout, egress=self.options.egress)
         self._wall = wall_clock
         self._lag_observer = lag_observer
         self._entries: dict[ObjectKey, _Entry] = {}

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from providers.egress import DEFAULT_POLICY, EgressPolicy
+
 
 @dataclass(frozen=True)
 class Window:
@@ -75,6 +77,7 @@ class ProviderConfig:
     timeout: float = 10.0
     name: str = ""  # "namespace/name" of the KeptnMetricsProvider, for messages
     max_connections: int = 100
+    egress: EgressPolicy = DEFAULT_POLICY  # which addresses connections may reach (SSRF protection)
 
     def secret_text(self, key: str) -> str | None:
         raw = self.secret.get(key)

@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from providers.base import Provider, ProviderConfig, ProviderError, Window
+from providers.egress import PolicyResolver, egress_reason, is_egress_denial
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -78,6 +79,8 @@ def new_session(config: ProviderConfig, headers: Mapping[str, str] | None = None
         ssl=ssl_context(config),
         ttl_dns_cache=300,
         enable_cleanup_closed=True,
+        resolver=PolicyResolver(config.egress),
+        socket_factory=config.egress.socket_factory,  # checked at connect time: no DNS rebinding
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -113,6 +116,8 @@ def transport_error(provider: str, url: str, exc: BaseException) -> ProviderErro
         return ProviderError(f"{provider} at {safe_url(url)} did not answer in time", retryable=True)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return ProviderError(f"{provider} at {safe_url(url)}: TLS verification failed ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError) and is_egress_denial(exc.os_error):
+        return ProviderError(f"{provider} at {safe_url(url)}: {egress_reason(exc.os_error)}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or exc
         return ProviderError(f"{provider} at {safe_url(url)} is unreachable ({reason})", retryable=True)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -68,6 +69,7 @@ class Services:
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
+        _configure_scrapes(self.args)
         self._evaluator_task = asyncio.get_running_loop().create_task(self.evaluator.run())
         if getattr(self.args, "keda_auth", False):
             # upstream's KEDA endpoint is open; --keda-auth puts TokenReview + SAR in front of it
@@ -125,6 +127,24 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._evaluator_task
         await self.evaluator.close()
+        _close_scrapes()
+
+
+def _configure_scrapes(args: argparse.Namespace) -> None:
+    """The openmetrics scrape cache and its parser (a process by default), from the flags."""
+    if not hasattr(args, "openmetrics_parser"):
+        return  # embedded use without the serve flags: keep the defaults
+    from providers import openmetrics
+
+    openmetrics.configure(
+        parser=getattr(args, "openmetrics_parser", "thread"), ttl=getattr(args, "openmetrics_scrape_ttl", 1.0)
+    )
+
+
+def _close_scrapes() -> None:
+    module = sys.modules.get("providers.openmetrics")
+    if module is not None:
+        module.SCRAPES.close()
 
 
 async def run_local(args: argparse.Namespace) -> int:

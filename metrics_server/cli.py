@@ -75,6 +75,19 @@ def _add_serve(sub: Any) -> None:
     )
     _add_max_manifest_bytes(p)
     p.add_argument(
+        "--openmetrics-parser",
+        choices=("process", "thread"),
+        default="process",
+        help="where openmetrics expositions are parsed: a worker process (default; keeps the CPU work "
+        "off the serving interpreter) or a thread",
+    )
+    p.add_argument(
+        "--openmetrics-scrape-ttl",
+        type=float,
+        default=1.0,
+        help="seconds one scrape of an openmetrics target is shared by all queries that read it (default 1)",
+    )
+    p.add_argument(
         "--bind-address",
         default=None,
         help="address to listen on (default 127.0.0.1 in local mode, 0.0.0.0 in Kubernetes mode)",

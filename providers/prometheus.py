@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import http_error, new_session, parse_json, request, safe_url
+from providers.httpclient import http_error, new_session, parse_json_off_loop, request, safe_url
 
 
 def _headers(config: ProviderConfig) -> dict[str, str]:
@@ -97,7 +97,7 @@ class PrometheusProvider(Provider):
             if isinstance(payload, dict) and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
             raise http_error(self.kind, url, status, body, detail)
-        payload = parse_json(self.kind, url, body)
+        payload = await parse_json_off_loop(self.kind, url, body)
         return QueryResult(samples=self._samples(payload, window, url), raw=body)
 
     async def _exchange(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:

@@ -46,6 +46,13 @@ AGGREGATIONS = ["p90", "p95", "p99", "max", "min", "avg", "median"]
 # The same bounds as metrics_server.model (a test keeps them equal).
 MAX_FETCH_INTERVAL_SECONDS = 86_400
 MAX_RANGE_TEXT = "8784h"
+MAX_RETRIES = 1000
+MAX_RETRY_INTERVAL_TEXT = "24h"
+
+
+def at_most(duration: str) -> list[dict[str, str]]:
+    """A CEL rule bounding a Go-duration string field."""
+    return [{"rule": f"duration(self) <= duration('{duration}')", "message": f"must be at most {duration}"}]
 
 
 def s(type_: str, description: str = "", **extra: Any) -> Schema:
@@ -358,6 +365,7 @@ def timeframe(with_rules: bool) -> Schema:
                 "string",
                 "Recent describes a recent timeframe using a duration string, e.g. '5m'",
                 pattern=DURATION_PATTERN,
+                **({"x-kubernetes-validations": at_most(MAX_RANGE_TEXT)} if with_rules else {}),
             ),
             "to": s("string", "To is the time of end for the query (RFC3339)", format="date-time"),
         },
@@ -658,6 +666,8 @@ def evaluation_definition_schema(version: str) -> Schema:
                 "Retries indicates how many times the KeptnEvaluation can be attempted in the case of an "
                 "error or missed evaluation objective, before considering the KeptnEvaluation to be failed.",
                 default=10,
+                minimum=0,
+                maximum=MAX_RETRIES,
             )
             props["retryInterval"] = s(
                 "string",
@@ -665,6 +675,7 @@ def evaluation_definition_schema(version: str) -> Schema:
                 "of an error or a missed objective.",
                 default="5s",
                 pattern=DURATION_PATTERN,
+                **{"x-kubernetes-validations": at_most(MAX_RETRY_INTERVAL_TEXT)},
             )
         spec = obj(
             "Spec describes the desired state of the KeptnEvaluationDefinition.", props, ["objectives"]
@@ -707,6 +718,8 @@ def evaluation_schema(version: str) -> Schema:
             "Retries indicates how many times the KeptnEvaluation can be attempted in the case of an error "
             "or missed evaluation objective, before considering the KeptnEvaluation to be failed.",
             default=10,
+            minimum=0,
+            maximum=MAX_RETRIES,
         ),
         "retryInterval": s(
             "string",
@@ -714,6 +727,7 @@ def evaluation_schema(version: str) -> Schema:
             "error or a missed objective.",
             default="5s",
             pattern=DURATION_PATTERN,
+            **{"x-kubernetes-validations": at_most(MAX_RETRY_INTERVAL_TEXT)},
         ),
         "workload": s("string", "Workload defines the KeptnWorkload for which the KeptnEvaluation is done."),
         "workloadVersion": s(

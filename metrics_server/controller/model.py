@@ -25,6 +25,7 @@ from metrics_server.controller.targets import (
 from metrics_server.controller.template import TemplateError, placeholders
 from metrics_server.durations import DurationError, parse_duration
 from metrics_server.model import (
+    MAX_RANGE_TEXT,
     ObjectKey,
     ObjectMeta,
     ValidationError,
@@ -40,6 +41,11 @@ ANALYSIS_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
 DEFAULT_RETRIES = 10
 DEFAULT_RETRY_INTERVAL = "5s"
+# Bounds (upstream has none; deploy/crdgen.py carries the same numbers): a gate that retries
+# for ever, or an analysis over decades, is a mistake, never a plan.
+MAX_RETRIES = 1000
+MAX_RETRY_INTERVAL_TEXT = "24h"
+MAX_RECENT_TEXT = MAX_RANGE_TEXT  # 8784h, as KeptnMetric range.interval
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,8 @@ def _non_negative_int(value: Any, default: int, obj: str, path: str) -> int:
 
 def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
     retries = _non_negative_int(spec.get("retries"), DEFAULT_RETRIES, obj, "spec.retries")
+    if retries > MAX_RETRIES:
+        raise ValidationError(obj, "spec.retries", f"must be at most {MAX_RETRIES}, got {retries}")
     interval = spec.get("retryInterval") or DEFAULT_RETRY_INTERVAL
     if not isinstance(interval, str):
         raise ValidationError(obj, "spec.retryInterval", "must be a Go duration string such as 5s")
@@ -239,6 +247,10 @@ def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
         raise ValidationError(obj, "spec.retryInterval", str(exc)) from None
     if seconds < 0:
         raise ValidationError(obj, "spec.retryInterval", "must not be negative")
+    if seconds > parse_duration(MAX_RETRY_INTERVAL_TEXT):
+        raise ValidationError(
+            obj, "spec.retryInterval", f"must be at most {MAX_RETRY_INTERVAL_TEXT}, got {interval!r}"
+        )
     return retries, interval
 
 
@@ -416,6 +428,10 @@ def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -
             raise ValidationError(obj, "spec.timeframe.recent", str(exc)) from None
         if seconds <= 0:
             raise ValidationError(obj, "spec.timeframe.recent", "must be greater than zero")
+        if seconds > parse_duration(MAX_RECENT_TEXT):
+            raise ValidationError(
+                obj, "spec.timeframe.recent", f"must be at most {MAX_RECENT_TEXT}, got {recent!r}"
+            )
         timeframe = Timeframe(recent=recent)
     else:
         start = parse_time(tf["from"], obj, "spec.timeframe.from")

@@ -50,9 +50,11 @@ class ParserPool:
     def _pool(self) -> concurrent.futures.Executor:
         if self._executor is None:
             if self.mode == "process":
-                self._executor = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("forkserver")
-                )
+                # forkserver: no fork of a threaded, running server; it preloads only the parser,
+                # not the server's __main__, so the worker stays small
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["providers.exposition"])
+                self._executor = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
             else:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="exposition-parser"

@@ -109,19 +109,19 @@ class ExternalScaler:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, err.message) from None
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Any]) -> Any:
+        """Answer with `fn()`; every outcome is counted with the status actually sent, before it is sent."""
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return fn()
+            answer = fn()
         except _Abort as exc:
-            code = exc.code
+            observe(f"keda/grpc/{method}", exc.code.value[0], time.perf_counter() - start)
             await context.abort(exc.code, exc.message)
         except Exception as exc:  # a bug: INTERNAL (counted as such), never an UNKNOWN counted as OK
-            code = grpc.StatusCode.INTERNAL
             log.exception("KEDA gRPC %s failed", method)
-            await context.abort(code, f"internal error ({type(exc).__name__})")
-        finally:
-            observe(f"keda/grpc/{method}", code.value[0], time.perf_counter() - start)
+            observe(f"keda/grpc/{method}", grpc.StatusCode.INTERNAL.value[0], time.perf_counter() - start)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+        observe(f"keda/grpc/{method}", grpc.StatusCode.OK.value[0], time.perf_counter() - start)
+        return answer
 
     async def is_active(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def answer() -> Any:

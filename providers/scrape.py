@@ -72,8 +72,9 @@ class ParserPool:
             raise
 
     def shutdown(self) -> None:
+        """Stop the worker (waits for it to exit: an idle worker exits at once)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
 

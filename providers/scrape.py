@@ -134,7 +134,9 @@ class ScrapeCache:
         )
         if name not in scrape.index:
             current = scrape
-            index = await _single_flight(self._parses, key, lambda: self._parse(key, current, name))
+            # keyed by this scrape too: a parse of an older scrape of the target is not this one's
+            flight = (key, id(current))
+            index = await _single_flight(self._parses, flight, lambda: self._parse(key, current, name))
             scrape.index = {**scrape.index, **index}
             if name not in scrape.index:  # a parse that started before this name was known
                 extra = await self.parser.index(scrape.body, frozenset({name}))

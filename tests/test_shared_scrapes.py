@@ -137,3 +137,37 @@ async def test_the_process_parser_gives_the_same_answer() -> None:
         pool.shutdown()
     assert index == index_samples(EXPOSITION.encode(), {"m5", "absent"})
     assert index["absent"] == [] and [row[1] for row in index["m5"]] == [5.0, 50.0]
+
+
+class GatedParser(ParserPool):
+    """Parses inline, but only once `gate` is set: a parse that takes its time."""
+
+    def __init__(self) -> None:
+        super().__init__("inline")
+        self.gate = asyncio.Event()
+
+    async def index(self, body: bytes, names: frozenset[str]) -> Any:
+        await self.gate.wait()
+        return index_samples(body, names)
+
+
+async def test_a_new_scrape_never_takes_the_answer_of_an_older_scrapes_parse() -> None:
+    now = [0.0]
+    parser = GatedParser()
+    cache = ScrapeCache(parser=parser, clock=lambda: now[0])
+    bodies = iter([b"# TYPE m gauge\nm 1\n", b"# TYPE m gauge\nm 2\n"])
+
+    async def download() -> bytes:
+        return next(bodies)
+
+    old = asyncio.ensure_future(cache.samples("target", "m", download))
+    for _ in range(10):  # until the first scrape is downloaded and its parse is waiting
+        await asyncio.sleep(0)
+    now[0] += 5  # the first scrape expires while its parse is still running
+    new = asyncio.ensure_future(cache.samples("target", "m", download))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    parser.gate.set()
+    (old_rows, _), (new_rows, _) = await asyncio.gather(old, new)
+    assert old_rows[0][1] == 1.0 and new_rows[0][1] == 2.0
+    assert cache.downloads == 2

@@ -295,3 +295,25 @@ def test_serve_starts_and_serves_with_a_malformed_document_present(tmp_path: Pat
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert "metrics.yaml (document 6)" in output and "other.yaml (document 1)" in output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        "- " * 100_000 + "x",
+        "".join(" " * i + f"k{i}:\n" for i in range(200)) + "v",
+    ],
+    ids=["flow", "block-sequence", "block-mapping"],
+)
+async def test_deeply_nested_documents_are_refused_without_crashing(tmp_path: Path, text: str) -> None:
+    """libyaml's composer recurses in C: 100,000 levels of `[` used to kill the whole process."""
+    (tmp_path / "deep.yaml").write_text(text)
+    (tmp_path / "good.yaml").write_text(GOOD)
+    store = LocalStore(tmp_path)
+    await store.start()
+    try:
+        assert [m.meta.name for m in store.list_metrics()] == ["good"]
+        assert "nested deeper than" in store.problems[str(tmp_path / "deep.yaml")][0].message
+    finally:
+        await store.stop()

@@ -62,20 +62,44 @@ DEFAULT_MAX_MANIFEST_BYTES = 2 * 1024 * 1024
 (etcd's 1.5 MiB limit), small enough that parsing it costs well under a second."""
 
 
-class ManifestTooLarge(OSError):
-    """A manifest file above the size cap; reported like an unreadable file."""
+class ManifestRefused(OSError):
+    """A manifest file above the size cap or nested too deeply; reported like an unreadable file."""
 
 
 def read_documents(path: Path, max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> list[Any]:
-    """Every YAML document of one file; raises OSError (incl. ManifestTooLarge) or yaml.YAMLError."""
+    """Every YAML document of one file; raises OSError (incl. ManifestRefused) or yaml.YAMLError."""
     with path.open("rb") as fh:
         data = fh.read(max_bytes + 1) if max_bytes > 0 else fh.read()
     if max_bytes > 0 and len(data) > max_bytes:
-        raise ManifestTooLarge(
+        raise ManifestRefused(
             f"file is larger than {max_bytes} bytes (the --max-manifest-bytes limit); "
             "split it into smaller files"
         )
+    _check_nesting(data)
     return list(yaml.load_all(data, Loader=_SafeLoader))
+
+
+MAX_NESTING = 100
+"""Deepest collection nesting read: Kubernetes objects (CRD schemas included) stay far below;
+libyaml's composer recurses in C and crashes the process on a few hundred KB of `[[[[`."""
+
+
+def _check_nesting(data: bytes) -> None:
+    """Refuse documents nested deeper than MAX_NESTING, using libyaml's event parser.
+
+    The parser itself is iterative (no recursion, no crash at any depth) and the walk stops at
+    the first level beyond the limit, so a hostile file costs next to nothing.
+    """
+    depth = 0
+    starts = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+    ends = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+    for event in yaml.parse(data, Loader=_SafeLoader):
+        if isinstance(event, starts):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ManifestRefused(f"collections are nested deeper than {MAX_NESTING} levels")
+        elif isinstance(event, ends):
+            depth -= 1
 
 
 def document_items(doc: Any, where: str) -> tuple[list[Any], list[LoadProblem]]:

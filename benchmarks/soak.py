@@ -287,6 +287,9 @@ def main() -> int:
         "--code", type=Path, action="append", default=[], help="also run `fetching` with this checkout"
     )
     ap.add_argument("--json", type=Path, help="write every phase's raw result here")
+    ap.add_argument(
+        "--only", help="run only the phases whose label contains this text (e.g. 'fetching (process')"
+    )
     args = ap.parse_args()
 
     mp.set_start_method("spawn")
@@ -317,6 +320,8 @@ def main() -> int:
     ]
     for code in args.code:
         plan.append((f"fetching ({code})", code.resolve(), None, None))
+    if args.only:
+        plan = [step for step in plan if args.only in step[0]]
     results: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in plan}
     try:
         with run_prometheus(backfill_dir / "tsdb") as prom:
@@ -364,10 +369,13 @@ def main() -> int:
             f"{last[0][2]} -> {last[-1][2]} |"
         )
     for mode in ("process", "thread"):
-        idle, busy = med[f"idle ({mode} parser)"], med[f"fetching ({mode} parser)"]
-        print(f"\np99 fetching / idle ({mode} parser): {busy / idle:.2f}x (must be <= 3x)")
-    for label, *_ in plan[4:]:
-        print(f"p99 {label} / idle (process parser): {med[label] / med['idle (process parser)']:.2f}x")
+        idle, busy = med.get(f"idle ({mode} parser)"), med.get(f"fetching ({mode} parser)")
+        if idle and busy:
+            print(f"\np99 fetching / idle ({mode} parser): {busy / idle:.2f}x (must be <= 3x)")
+    baseline = med.get("idle (process parser)")
+    for label, *_ in plan:
+        if baseline and label.startswith("fetching (/"):
+            print(f"p99 {label} / idle (process parser): {med[label] / baseline:.2f}x")
     print("\nRSS / fds over time of the last run of each phase (t s: RSS MiB, fds):")
     for label, runs in results.items():
         series = ", ".join(f"{t:g}: {rss:.0f}/{fds}" for t, rss, fds, *_ in runs[-1]["samples"])

@@ -614,4 +614,12 @@ class MetricsApi:
 def build_server(api: MetricsApi, **handler_args: Any) -> web.Server:
     """aiohttp's low-level server: the API routes every path itself, so no router is needed.
     `handler_args` go to each connection's handler (e.g. `keepalive_timeout`)."""
-    return web.Server(api.handle, max_field_size=16384, access_log=None, **handler_args)  # type: ignore[arg-type]
+    from metrics_server.client_errors import ClientErrorLogger
+
+    return web.Server(
+        api.handle,  # type: ignore[arg-type]
+        max_field_size=16384,
+        access_log=None,
+        logger=ClientErrorLogger(server="metrics API"),
+        **handler_args,
+    )

@@ -35,6 +35,7 @@ import grpc
 from apiservice import keda_proto as pb
 from apiservice.selfmetrics import observe
 from apiservice.status import ApiError
+from metrics_server.excerpt import excerpt
 from metrics_server.model import KeptnMetric, ObjectKey, ObjectMeta
 from metrics_server.store.base import Store
 from metrics_server.tenancy import may_read_metric, metric_denied_message
@@ -52,18 +53,22 @@ class Trigger:
     consumer: str = ""  # scaledObjectRef.namespace: whose ScaledObject asks (tenancy)
 
 
+#: targetSize is an int64 on the wire: ceil(targetValue) must fit (the largest double below 2**63).
+MAX_TARGET_VALUE = float(2**63 - 1024)
+
+
 def _number(meta: Any, name: str, default: float) -> float:
     raw = meta.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         raise _Abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name}={raw!r} is not a number"
+            grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name}={excerpt(raw, 64)!r} is not a number"
         ) from None
     if not math.isfinite(value):
-        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name} must be finite")
+        raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"scalerMetadata.{name} must be finite, got {value}")
     return value
 
 
@@ -87,6 +92,11 @@ def parse_trigger(ref: Any) -> Trigger:
     target = _number(meta, "targetValue", 1.0)
     if target <= 0:
         raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "scalerMetadata.targetValue must be greater than 0")
+    if target > MAX_TARGET_VALUE:
+        raise _Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"scalerMetadata.targetValue must be at most {MAX_TARGET_VALUE:.0f} (KEDA's int64 targetSize)",
+        )
     activation_key = "activationValue" if "activationValue" in meta else "activationTargetValue"
     return Trigger(ObjectKey(namespace, name), target, _number(meta, activation_key, 0.0), ref.namespace)
 
@@ -109,22 +119,26 @@ class ExternalScaler:
             # the same answer whether or not it exists: no probing other tenants' metric names
             raise _Abort(grpc.StatusCode.PERMISSION_DENIED, _denied(trigger))
         if metric is None:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {trigger.key} not found")
+            raise _Abort(grpc.StatusCode.NOT_FOUND, f"KeptnMetric {excerpt(str(trigger.key))} not found")
         try:
             return self.value_fn(metric)[0]
         except ApiError as err:
             raise _Abort(grpc.StatusCode.UNAVAILABLE, err.message) from None
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Any]) -> Any:
+        """Answer with `fn()`; every outcome is counted with the status actually sent, before it is sent."""
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
         try:
-            return fn()
+            answer = fn()
         except _Abort as exc:
-            code = exc.code
+            observe(f"keda/grpc/{method}", exc.code.value[0], time.perf_counter() - start)
             await context.abort(exc.code, exc.message)
-        finally:
-            observe(f"keda/grpc/{method}", code.value[0], time.perf_counter() - start)
+        except Exception as exc:  # a bug: INTERNAL (counted as such), never an UNKNOWN counted as OK
+            log.exception("KEDA gRPC %s failed", method)
+            observe(f"keda/grpc/{method}", grpc.StatusCode.INTERNAL.value[0], time.perf_counter() - start)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
+        observe(f"keda/grpc/{method}", grpc.StatusCode.OK.value[0], time.perf_counter() - start)
+        return answer
 
     async def is_active(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def answer() -> Any:

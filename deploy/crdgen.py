@@ -29,6 +29,8 @@ _REPO = str(Path(__file__).resolve().parent.parent)
 if _REPO not in sys.path:  # run as a script from a checkout: read the registry beside it
     sys.path.insert(0, _REPO)
 from metrics_server.aggregation import AGGREGATIONS  # noqa: E402
+from metrics_server.controller.model import MAX_RETRIES, MAX_RETRY_INTERVAL_TEXT  # noqa: E402
+from metrics_server.model import MAX_FETCH_INTERVAL_SECONDS, MAX_RANGE_TEXT  # noqa: E402
 from metrics_server.names import (  # noqa: E402
     DNS1123_LABEL_MAX,
     DNS1123_LABEL_PATTERN,
@@ -53,6 +55,11 @@ QUANTITY: Schema = {
 }
 
 ATOMIC: dict[str, Any] = {"x-kubernetes-map-type": "atomic"}
+
+
+def at_most(duration: str) -> list[dict[str, str]]:
+    """A CEL rule bounding a Go-duration string field."""
+    return [{"rule": f"duration(self) <= duration('{duration}')", "message": f"must be at most {duration}"}]
 
 
 def s(type_: str, description: str = "", **extra: Any) -> Schema:
@@ -231,6 +238,14 @@ def range_spec(with_rules: bool) -> Schema:
                 "rule": "has(self.step) == has(self.aggregation)",
                 "message": "range.step and range.aggregation must be set together",
             },
+            {
+                "rule": f"!has(self.interval) || duration(self.interval) <= duration('{MAX_RANGE_TEXT}')",
+                "message": f"range.interval must be at most {MAX_RANGE_TEXT}",
+            },
+            {
+                "rule": f"!has(self.step) || duration(self.step) <= duration('{MAX_RANGE_TEXT}')",
+                "message": f"range.step must be at most {MAX_RANGE_TEXT}",
+            },
         ]
     return schema
 
@@ -242,6 +257,7 @@ def keptn_metric_schema(with_range: bool) -> Schema:
             "FetchIntervalSeconds represents the update frequency in seconds that is used to update "
             "the metric",
             minimum=1,
+            maximum=MAX_FETCH_INTERVAL_SECONDS,
         ),
         "provider": obj(
             "Provider represents the provider object",
@@ -419,6 +435,7 @@ def timeframe(with_rules: bool) -> Schema:
                 "string",
                 "Recent describes a recent timeframe using a duration string, e.g. '5m'",
                 pattern=DURATION_PATTERN,
+                **({"x-kubernetes-validations": at_most(MAX_RANGE_TEXT)} if with_rules else {}),
             ),
             "to": s("string", "To is the time of end for the query (RFC3339)", format="date-time"),
         },
@@ -719,6 +736,8 @@ def evaluation_definition_schema(version: str) -> Schema:
                 "Retries indicates how many times the KeptnEvaluation can be attempted in the case of an "
                 "error or missed evaluation objective, before considering the KeptnEvaluation to be failed.",
                 default=10,
+                minimum=0,
+                maximum=MAX_RETRIES,
             )
             props["retryInterval"] = s(
                 "string",
@@ -726,6 +745,7 @@ def evaluation_definition_schema(version: str) -> Schema:
                 "of an error or a missed objective.",
                 default="5s",
                 pattern=DURATION_PATTERN,
+                **{"x-kubernetes-validations": at_most(MAX_RETRY_INTERVAL_TEXT)},
             )
         spec = obj(
             "Spec describes the desired state of the KeptnEvaluationDefinition.", props, ["objectives"]
@@ -767,6 +787,8 @@ def evaluation_schema(version: str) -> Schema:
             "Retries indicates how many times the KeptnEvaluation can be attempted in the case of an error "
             "or missed evaluation objective, before considering the KeptnEvaluation to be failed.",
             default=10,
+            minimum=0,
+            maximum=MAX_RETRIES,
         ),
         "retryInterval": s(
             "string",
@@ -774,6 +796,7 @@ def evaluation_schema(version: str) -> Schema:
             "error or a missed objective.",
             default="5s",
             pattern=DURATION_PATTERN,
+            **{"x-kubernetes-validations": at_most(MAX_RETRY_INTERVAL_TEXT)},
         ),
         "workload": s("string", "Workload defines the KeptnWorkload for which the KeptnEvaluation is done."),
         "workloadVersion": s(

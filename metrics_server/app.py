@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from aiohttp import web
 
 from apiservice.connections import GuardedTCPSite, limits_from_args
+from metrics_server.client_errors import ClientErrorLogger
 from metrics_server.evaluator import Evaluator, EvaluatorOptions
 from metrics_server.http_server import MetricsPortApp
 from metrics_server.state import MetricStates
@@ -25,11 +27,14 @@ from metrics_server.store.base import Store
 log = logging.getLogger(__name__)
 
 
-def evaluator_options(args: argparse.Namespace) -> EvaluatorOptions:
+def evaluator_options(args: argparse.Namespace, *, kubernetes_mode: bool = False) -> EvaluatorOptions:
+    from metrics_server.egress_flags import policy_from_args
+
     return EvaluatorOptions(
         fetch_timeout=args.fetch_timeout,
         provider_concurrency=args.provider_concurrency,
         max_backoff=args.max_backoff,
+        egress=policy_from_args(args, kubernetes_mode=kubernetes_mode),
     )
 
 
@@ -51,7 +56,9 @@ class Services:
         self.kubernetes_mode = kubernetes_mode
         self.states = MetricStates()
         self.states.max_staleness = getattr(args, "max_staleness", None)
-        self.evaluator = Evaluator(store, self.states, sink=sink, options=evaluator_options(args))
+        self.evaluator = Evaluator(
+            store, self.states, sink=sink, options=evaluator_options(args, kubernetes_mode=kubernetes_mode)
+        )
         self.metrics_port = MetricsPortApp(
             store, self.states, max_staleness=getattr(args, "max_staleness", None)
         )
@@ -64,6 +71,7 @@ class Services:
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
+        _configure_scrapes(self.args)
         self._evaluator_task = asyncio.get_running_loop().create_task(self.evaluator.run())
         if getattr(self.args, "keda_auth", False):
             # upstream's KEDA endpoint is open; --keda-auth puts TokenReview + SAR in front of it
@@ -77,6 +85,7 @@ class Services:
             access_log=None,
             shutdown_timeout=5.0,
             keepalive_timeout=limits.keep_alive_timeout,
+            logger=ClientErrorLogger(server="metrics port"),
         )
         await self._runner.setup()
         site = GuardedTCPSite(self._runner, self.args.bind_address, self.args.metrics_port, limits=limits)
@@ -122,16 +131,35 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._evaluator_task
         await self.evaluator.close()
+        _close_scrapes()
+
+
+def _configure_scrapes(args: argparse.Namespace) -> None:
+    """The openmetrics scrape cache and its parser (a process by default), from the flags."""
+    if not hasattr(args, "openmetrics_parser"):
+        return  # embedded use without the serve flags: keep the defaults
+    from providers import openmetrics
+
+    openmetrics.configure(
+        parser=getattr(args, "openmetrics_parser", "thread"), ttl=getattr(args, "openmetrics_scrape_ttl", 1.0)
+    )
+
+
+def _close_scrapes() -> None:
+    module = sys.modules.get("providers.openmetrics")
+    if module is not None:
+        module.SCRAPES.close()
 
 
 async def run_local(args: argparse.Namespace) -> int:
-    from metrics_server.store.local import LocalStore
+    from metrics_server.store.local import DEFAULT_MAX_MANIFEST_BYTES, LocalStore
 
     store = LocalStore(
         args.manifests,
         default_namespace=args.default_namespace,
         server_namespace=args.server_namespace,
         poll_interval=args.reload_interval,
+        max_manifest_bytes=getattr(args, "max_manifest_bytes", DEFAULT_MAX_MANIFEST_BYTES),
     )
     services = Services(args, store, kubernetes_mode=False)
     services.install_signal_handlers()

@@ -54,7 +54,12 @@ def _add_serve(sub: Any) -> None:
         "and needs no cluster; without it, it watches the Kubernetes API.",
     )
     # components own their flags; the core flags below are added last and win any overlap
-    for module in ("apiservice.flags", "metrics_server.kube.flags", "metrics_server.controller.flags"):
+    for module in (
+        "apiservice.flags",
+        "metrics_server.kube.flags",
+        "metrics_server.controller.flags",
+        "metrics_server.egress_flags",
+    ):
         _extend(p, module)
     _add_common(p)
     p.add_argument("--manifests", metavar="DIR", help="local mode: folder (or file) of YAML manifests")
@@ -69,6 +74,20 @@ def _add_serve(sub: Any) -> None:
     )
     p.add_argument(
         "--reload-interval", type=float, default=1.0, help="seconds between manifest change checks"
+    )
+    _add_max_manifest_bytes(p)
+    p.add_argument(
+        "--openmetrics-parser",
+        choices=("process", "thread"),
+        default="process",
+        help="where openmetrics expositions are parsed: a worker process (default; keeps the CPU work "
+        "off the serving interpreter) or a thread",
+    )
+    p.add_argument(
+        "--openmetrics-scrape-ttl",
+        type=float,
+        default=1.0,
+        help="seconds one scrape of an openmetrics target is shared by all queries that read it (default 1)",
     )
     p.add_argument(
         "--bind-address",
@@ -95,6 +114,18 @@ def _add_serve(sub: Any) -> None:
         "Kubernetes mode, 0 in local mode)",
     )
     p.set_defaults(func=_cmd_serve)
+
+
+def _add_max_manifest_bytes(parser: argparse.ArgumentParser) -> None:
+    from metrics_server.store.local import DEFAULT_MAX_MANIFEST_BYTES
+
+    parser.add_argument(
+        "--max-manifest-bytes",
+        type=int,
+        default=DEFAULT_MAX_MANIFEST_BYTES,
+        help="largest manifest file read; a bigger one is reported and skipped "
+        f"(default {DEFAULT_MAX_MANIFEST_BYTES} = 2 MiB, 0 = no limit)",
+    )
 
 
 def _extend(parser: argparse.ArgumentParser, module_name: str) -> None:
@@ -149,6 +180,7 @@ def _add_validate(sub: Any) -> None:
     p = sub.add_parser("validate", help="check manifests offline with upstream Keptn's rules")
     _add_common(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders of YAML manifests")
+    _add_max_manifest_bytes(p)
     p.set_defaults(func=_cmd_validate)
 
 
@@ -290,7 +322,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from metrics_server.validate import check_paths
 
-    report = check_paths(args.paths)
+    report = check_paths(args.paths, max_bytes=args.max_manifest_bytes)
     for problem in report.problems:
         print(f"error: {problem}", file=sys.stderr)
     if report.problems:

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from metrics_server import selfmetrics
+from metrics_server.excerpt import excerpt
 from metrics_server.fetch import FetchOutcome, ProviderPool, outcome_of, query_once
 from metrics_server.model import KeptnMetric, KeptnMetricsProvider, ObjectKey, Secret
 from metrics_server.state import IntervalResult, MetricState, MetricStates, format_value
 from metrics_server.status_sink import StatusSink
 from metrics_server.store.base import EventType, Store, StoreEvent
 from providers import ProviderError, QueryResult
+from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class EvaluatorOptions:
     max_backoff: float = 300.0
     backoff_jitter: float = 0.2
     share_fraction: float = 0.5  # a shared result serves metrics whose interval is >= age / fraction
+    egress: EgressPolicy = DEFAULT_POLICY  # addresses providers may connect to
 
 
 @dataclass(order=True)
@@ -82,7 +85,7 @@ class Evaluator:
         self.states = states
         self.sink = sink
         self.options = options or EvaluatorOptions()
-        self.pool = ProviderPool(store, timeout=self.options.fetch_timeout)
+        self.pool = ProviderPool(store, timeout=self.options.fetch_timeout, egress=self.options.egress)
         self._wall = wall_clock
         self._lag_observer = lag_observer
         self._entries: dict[ObjectKey, _Entry] = {}
@@ -286,7 +289,7 @@ class Evaluator:
         self.states.changed(state)
         changed = (state.value_text, state.error) != before
         if not ok and before[1] != state.error:
-            log.warning("metric %s: %s", key, state.error)
+            log.warning("metric %s: %s", key, excerpt(state.error, 500))
         if self._active and self.owns(key):
             nxt = self._next_due(due, metric.fetch_interval_seconds, entry.failures)
             if entry.rephase and entry.failures == 0:

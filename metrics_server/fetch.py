@@ -17,6 +17,7 @@ from metrics_server.redact import REGISTRY
 from metrics_server.store.base import Store
 from providers import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, create_provider
 from providers.base import finite
+from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def provider_config(
     *,
     timeout: float = 10.0,
     max_connections: int = 100,
+    egress: EgressPolicy = DEFAULT_POLICY,
 ) -> ProviderConfig:
     ref = provider.secret_key_ref
     return ProviderConfig(
@@ -67,6 +69,7 @@ def provider_config(
         timeout=timeout,
         name=str(provider.key),
         max_connections=max_connections,
+        egress=egress,
     )
 
 
@@ -98,8 +101,16 @@ class _Client:
 class ProviderPool:
     """One client (and connection pool) per KeptnMetricsProvider, rebuilt when it or its Secret changes."""
 
-    def __init__(self, store: Store, *, timeout: float = 10.0, max_connections: int = 100) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        timeout: float = 10.0,
+        max_connections: int = 100,
+        egress: EgressPolicy = DEFAULT_POLICY,
+    ) -> None:
         self._store = store
+        self._egress = egress
         self._timeout = timeout
         self._max_connections = max_connections
         self._clients: dict[ObjectKey, _Client] = {}
@@ -113,7 +124,11 @@ class ProviderPool:
             current.provider, current.secret = provider, secret
             return current.client, current.config
         config = provider_config(
-            provider, secret, timeout=self._timeout, max_connections=self._max_connections
+            provider,
+            secret,
+            timeout=self._timeout,
+            max_connections=self._max_connections,
+            egress=self._egress,
         )
         client = create_provider(config)
         self._clients[provider.key] = _Client(provider, secret, config, client)

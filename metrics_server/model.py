@@ -16,6 +16,7 @@ from typing import Any
 
 from metrics_server.aggregation import AGGREGATIONS
 from metrics_server.durations import DurationError, parse_duration
+from metrics_server.excerpt import excerpt
 from metrics_server.validation import (
     ValidationError,
     check_api_version,
@@ -35,6 +36,12 @@ STORAGE_VERSION = "v1"
 
 MAX_STORED_RESULTS = 255
 DEFAULT_RANGE_INTERVAL = "5m"
+# Bounds on durations (upstream has none). Far beyond any real use, small enough that the
+# staleness bound (a multiple of the interval) and a range query stay meaningful; the CRD
+# schema (deploy/crdgen.py) carries the same numbers.
+MAX_FETCH_INTERVAL_SECONDS = 86_400  # one day
+MAX_RANGE_SECONDS = 366 * 86_400  # 8784h: a year of data, leap day included
+MAX_RANGE_TEXT = "8784h"
 
 # Upstream's kubebuilder pattern for range.interval / range.step.
 _UPSTREAM_DURATION = re.compile(r"^0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
@@ -230,6 +237,12 @@ def parse_metric(doc: Mapping[str, Any], default_namespace: str = "default") -> 
         )
     if interval < 1:
         raise ValidationError(obj, "spec.fetchIntervalSeconds", "must be at least 1")
+    if interval > MAX_FETCH_INTERVAL_SECONDS:
+        raise ValidationError(
+            obj,
+            "spec.fetchIntervalSeconds",
+            f"must be at most {MAX_FETCH_INTERVAL_SECONDS} (one day), got {excerpt(interval, 40)}",
+        )
     mrange = None
     raw_range = spec.get("range")
     if raw_range is not None:
@@ -276,6 +289,9 @@ def _parse_range(raw: Mapping[str, Any], obj: str) -> MetricRange:
         raise ValidationError(obj, "spec.range.interval", "must be greater than zero")
     if step is not None and parse_duration(step) <= 0:
         raise ValidationError(obj, "spec.range.step", "must be greater than zero")
+    for path, text in (("spec.range.interval", interval), ("spec.range.step", step)):
+        if text is not None and parse_duration(text) > MAX_RANGE_SECONDS:
+            raise ValidationError(obj, path, f"must be at most {MAX_RANGE_TEXT} (366 days), got {text!r}")
     return MetricRange(interval=interval, step=step, aggregation=aggregation, stored_results=stored)
 
 
@@ -310,9 +326,13 @@ PARSERS: dict[str, Callable[[Mapping[str, Any], str], Resource]] = {
 def parse_resource(doc: Mapping[str, Any], default_namespace: str = "default") -> Resource | None:
     """Parse a manifest we understand; None for kinds this server does not consume."""
     if not isinstance(doc, Mapping):
-        raise ValidationError("<document>", "", f"must be a mapping, got {type(doc).__name__}")
+        raise ValidationError("<document>", "(root)", f"must be a mapping, got {type(doc).__name__}")
     kind = doc.get("kind")
-    if not isinstance(kind, str) or not kind:
+    if kind is not None and not isinstance(kind, str):
+        raise ValidationError(
+            describe_object(doc, default_namespace), "kind", f"must be a string, got {type(kind).__name__}"
+        )
+    if not kind:
         raise ValidationError(describe_object(doc, default_namespace), "kind", "is required")
     parser = PARSERS.get(kind)
     return parser(doc, default_namespace) if parser else None

@@ -17,9 +17,15 @@ from typing import Any
 import yaml
 
 from metrics_server.controller.model import PARSERS as LIFECYCLE_PARSERS
+from metrics_server.excerpt import excerpt
 from metrics_server.model import PARSERS as CORE_PARSERS
 from metrics_server.model import ValidationError
-from metrics_server.store.local import manifest_files
+from metrics_server.store.local import (
+    DEFAULT_MAX_MANIFEST_BYTES,
+    MESSAGE_LIMIT,
+    manifest_files,
+    read_documents,
+)
 
 Parser = Callable[[Mapping[str, Any], str], Any]
 PARSERS: dict[str, Parser] = {**CORE_PARSERS, **LIFECYCLE_PARSERS}
@@ -79,26 +85,32 @@ def check_document(doc: Any, where: str, default_namespace: str, report: Report)
         try:
             parser(item, default_namespace)
         except ValidationError as exc:
-            report.problems.append(Problem(location, _one_line(str(exc))))
+            report.problems.append(Problem(location, excerpt(_one_line(str(exc)), MESSAGE_LIMIT)))
         except Exception as exc:  # a malformed document must never end in a traceback
             report.problems.append(
                 Problem(location, f"{kind}: cannot be checked: {type(exc).__name__}: {_one_line(str(exc))}")
             )
 
 
-def check_file(path: Path, report: Report, default_namespace: str = "default") -> None:
+def check_file(
+    path: Path,
+    report: Report,
+    default_namespace: str = "default",
+    max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
+) -> None:
     try:
-        with path.open("rb") as fh:
-            documents = list(yaml.safe_load_all(fh))
+        documents = read_documents(path, max_bytes)  # the server's reader: size cap, nesting limit
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        report.problems.append(Problem(str(path), _one_line(str(exc))))
+        report.problems.append(Problem(str(path), excerpt(_one_line(str(exc)), MESSAGE_LIMIT)))
         return
     for index, doc in enumerate(documents):
         if doc is not None:
             check_document(doc, f"{path} (document {index + 1}", default_namespace, report)
 
 
-def check_paths(paths: Iterable[str], default_namespace: str = "default") -> Report:
+def check_paths(
+    paths: Iterable[str], default_namespace: str = "default", max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
+) -> Report:
     """Check every manifest file under each path (a file or a folder)."""
     report = Report()
     for root in paths:
@@ -107,5 +119,5 @@ def check_paths(paths: Iterable[str], default_namespace: str = "default") -> Rep
             report.problems.append(Problem(root, "no such file or folder"))
             continue
         for file in manifest_files(path):
-            check_file(file, report, default_namespace)
+            check_file(file, report, default_namespace, max_bytes)
     return report

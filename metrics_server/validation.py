@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from metrics_server.excerpt import excerpt
 from metrics_server.names import dns1123_label_errors, dns1123_subdomain_errors, path_segment_errors
 
 
@@ -23,11 +24,16 @@ class ValidationError(ValueError):
 
 
 def describe_object(doc: Mapping[str, Any], default_namespace: str) -> str:
-    """`Kind namespace/name` for messages, whatever shape the metadata has."""
-    md = doc.get("metadata") or {}
-    ns = (md.get("namespace") if isinstance(md, Mapping) else None) or default_namespace
-    name = md.get("name", "?") if isinstance(md, Mapping) else "?"
-    return f"{doc.get('kind', '?')} {ns}/{name}"
+    """`Kind namespace/name` for messages, whatever shape the document has (never raises)."""
+    md = doc.get("metadata")
+    md = md if isinstance(md, Mapping) else {}
+    kind, ns, name = doc.get("kind"), md.get("namespace") or default_namespace, md.get("name")
+    return f"{_shown(kind)} {_shown(ns)}/{_shown(name)}"
+
+
+def _shown(value: Any) -> str:
+    """A manifest value quoted in a message: bounded, and `?` when it is not a string."""
+    return excerpt(value, 80) if isinstance(value, str) and value else "?"
 
 
 def expect_map(value: Any, obj: str, path: str) -> Mapping[str, Any]:
@@ -52,7 +58,9 @@ def str_map(value: Any, obj: str, path: str) -> dict[str, str]:
 def split_api_version(doc: Mapping[str, Any], obj: str) -> tuple[str, str]:
     """(group, version) of a required apiVersion; the core group is ""."""
     api_version = doc.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version:
+    if api_version is not None and not isinstance(api_version, str):
+        raise ValidationError(obj, "apiVersion", f"must be a string, got {type(api_version).__name__}")
+    if not api_version:
         raise ValidationError(obj, "apiVersion", "is required")
     group, _, version = api_version.rpartition("/")
     return group, version

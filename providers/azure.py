@@ -48,7 +48,7 @@ from azure.monitor.query.aio import LogsQueryClient
 from azure.monitor.querymetrics.aio import MetricsClient
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
-from providers.sdkutil import CAFile, scrub, whole_seconds
+from providers.sdkutil import CAFile, check_endpoint, scrub, whole_seconds
 
 INSTANT_LOOKBACK_SECONDS = 600
 GRAINS = (60, 300, 900, 1800, 3600, 21600, 43200, 86400)
@@ -307,6 +307,8 @@ class AzureProvider(Provider):
 
     async def query(self, query: str, window: Window) -> QueryResult:
         spec = parse_query(query)
+        endpoint = self.metrics_endpoint if spec["kind"] == "metrics" else self.logs_endpoint
+        await check_endpoint(self.config, endpoint, "azure")
         try:
             coro = (
                 self._query_metrics(spec, window)

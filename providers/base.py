@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from metrics_server.redact import Redactor, credential_values
+from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ProviderConfig:
     timeout: float = 10.0
     name: str = ""  # "namespace/name" of the KeptnMetricsProvider, for messages
     max_connections: int = 100
+    egress: EgressPolicy = DEFAULT_POLICY  # which addresses connections may reach (SSRF protection)
 
     def secret_text(self, key: str) -> str | None:
         raw = self.secret.get(key)

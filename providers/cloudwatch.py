@@ -46,7 +46,8 @@ from providers.base import (
     Window,
     finite,
 )
-from providers.sdkutil import CAFile, scrub
+from providers.egress import PolicyResolver
+from providers.sdkutil import CAFile, check_endpoint, scrub
 
 INSTANT_LOOKBACK_SECONDS = 600
 DEFAULT_PERIOD = 60
@@ -223,6 +224,11 @@ class CloudWatchProvider(Provider):
                     retries={"mode": "standard", "total_max_attempts": 2},
                     max_pool_connections=self.config.max_connections,
                     user_agent_extra="keptn-metrics",
+                    connector_args={  # the egress policy at connect time (IMDS credentials use their own)
+                        "keepalive_timeout": 12,
+                        "resolver": PolicyResolver(self.config.egress),
+                        "socket_factory": self.config.egress.socket_factory,
+                    },
                 )
                 self._client = await self._stack.enter_async_context(
                     session.create_client(
@@ -277,6 +283,7 @@ class CloudWatchProvider(Provider):
     async def query(self, query: str, window: Window) -> QueryResult:
         queries = parse_query(query)
         start, end = apply_window(queries, window)
+        await check_endpoint(self.config, self.endpoint, "cloudwatch")
         try:
             results = await asyncio.wait_for(self._fetch(queries, start, end), self.config.timeout)
         except ProviderError:

@@ -45,7 +45,7 @@ from google.oauth2 import service_account
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
 from providers.httpclient import iso_time
-from providers.sdkutil import scrub, whole_seconds
+from providers.sdkutil import check_endpoint, scrub, whole_seconds
 
 INSTANT_LOOKBACK_SECONDS = 600
 DEFAULT_HOST = "monitoring.googleapis.com"
@@ -233,6 +233,7 @@ class GoogleProvider(Provider):
         now = datetime.now(UTC).timestamp()
         is_mql = text.lower().startswith("mql:")
         request = None if is_mql else build_list_request(text, self.project, window, now)
+        await check_endpoint(self.config, self.host, "google")
         try:
             if is_mql:
                 return await asyncio.wait_for(self._query_mql(text[4:].strip(), window), self.config.timeout)

@@ -21,6 +21,7 @@ from yarl import URL
 
 from metrics_server.redact import NO_SECRETS, REGISTRY, Redactor
 from providers.base import Provider, ProviderConfig, ProviderError, Window
+from providers.egress import PolicyResolver, egress_reason, is_egress_denial
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -80,6 +81,8 @@ def new_session(config: ProviderConfig, headers: Mapping[str, str] | None = None
         ssl=ssl_context(config),
         ttl_dns_cache=300,
         enable_cleanup_closed=True,
+        resolver=PolicyResolver(config.egress),
+        socket_factory=config.egress.socket_factory,  # checked at connect time: no DNS rebinding
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -125,6 +128,8 @@ def transport_error(provider: str, url: str, exc: BaseException) -> ProviderErro
         return ProviderError(f"{provider} at {safe_url(url)} did not answer in time", retryable=True)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
         return ProviderError(f"{provider} at {safe_url(url)}: TLS verification failed ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientConnectorError) and is_egress_denial(exc.os_error):
+        return ProviderError(f"{provider} at {safe_url(url)}: {egress_reason(exc.os_error)}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or exc
         return ProviderError(f"{provider} at {safe_url(url)} is unreachable ({reason})", retryable=True)
@@ -138,6 +143,17 @@ def parse_json(provider: str, url: str, body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise ProviderError(f"{provider} at {safe_url(url)} answered malformed JSON") from None
+
+
+#: Answers at least this large are decoded in a worker thread: orjson takes ~1 ms per MB, and
+#: a 16 MB answer must not stall the loop that serves the API.
+LARGE_JSON_BYTES = 256 * 1024
+
+
+async def parse_json_off_loop(provider: str, url: str, body: bytes) -> Any:
+    if len(body) < LARGE_JSON_BYTES:
+        return parse_json(provider, url, body)
+    return await asyncio.to_thread(parse_json, provider, url, body)
 
 
 async def read_body(resp: aiohttp.ClientResponse) -> bytes:

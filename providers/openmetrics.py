@@ -15,16 +15,15 @@ so only instant queries are supported: a range is a clear error.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families as parse_prometheus
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.exposition import ExpositionError, SampleRow
 from providers.httpclient import HTTPProvider, safe_url
+from providers.scrape import DEFAULT_TTL, ParserPool, ScrapeCache, credentials_fingerprint
 
 _AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
     "sum": sum,
@@ -93,22 +92,20 @@ def parse_selector(query: str) -> Selector:
     return Selector(agg, sm.group("name"), tuple(matchers))
 
 
-def select(
-    text: str, selector: Selector, openmetrics: bool
-) -> list[tuple[dict[str, str], float, float | None]]:
-    parse = parse_openmetrics if openmetrics else parse_prometheus
-    found = []
-    try:
-        for family in parse(text):
-            for sample in family.samples:
-                if sample.name != selector.name:
-                    continue
-                if all(m.matches(sample.labels) for m in selector.matchers):
-                    ts = float(sample.timestamp) if sample.timestamp is not None else None
-                    found.append((dict(sample.labels), float(sample.value), ts))
-    except ValueError as exc:
-        raise ProviderError(f"the endpoint answered an unparsable exposition: {str(exc)[:120]}") from None
-    return found
+#: Scrapes shared by every openmetrics provider of this process (an explicit cache: see
+#: providers/scrape.py); `serve` sets its parser mode and TTL from its flags.
+SCRAPES = ScrapeCache(parser=ParserPool("thread"))
+
+
+def configure(*, parser: str = "thread", ttl: float = DEFAULT_TTL) -> None:
+    """Replace the shared scrape cache (at start-up: `--openmetrics-parser`, `--openmetrics-scrape-ttl`)."""
+    global SCRAPES
+    SCRAPES.close()
+    SCRAPES = ScrapeCache(parser=ParserPool(parser), ttl=ttl)
+
+
+def select(rows: list[SampleRow], selector: Selector) -> list[SampleRow]:
+    return [row for row in rows if all(m.matches(row[0]) for m in selector.matchers)]
 
 
 class OpenMetricsProvider(HTTPProvider):
@@ -117,6 +114,19 @@ class OpenMetricsProvider(HTTPProvider):
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
         self._selectors: dict[str, Selector] = {}
+        c = config
+        self._scrape_key = (
+            c.target_server,
+            credentials_fingerprint(
+                c.secret_text("token"),
+                c.secret.get("ca.crt"),
+                c.secret.get("tls.crt"),
+                c.secret.get("tls.key"),
+                c.insecure_skip_tls_verify,
+                c.timeout,
+            ),
+            c.egress,
+        )
 
     def default_headers(self) -> dict[str, str]:
         headers = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}
@@ -132,14 +142,21 @@ class OpenMetricsProvider(HTTPProvider):
         if selector is None:
             selector = self._selectors[query] = parse_selector(query)
         url = self.config.target_server
-        status, body = await self.fetch("GET", url)
-        if status != 200:
-            raise self.status_error(url, status, body)
-        text = body.decode("utf-8", errors="replace")
-        found = select(text, selector, openmetrics=text.rstrip().endswith("# EOF"))
+
+        async def download() -> bytes:
+            status, body = await self.fetch("GET", url)
+            if status != 200:
+                raise self.status_error(url, status, body)
+            return body
+
+        try:
+            rows, fetched_at = await SCRAPES.samples(self._scrape_key, selector.name, download)
+        except ExpositionError as exc:
+            raise self.error(f"the endpoint answered an unparsable exposition: {exc}") from None
+        found = select(rows, selector)
         if not found:
             raise ProviderError(f"no series matches {query!r} at {safe_url(url)}")
-        now = time.time()
+        now = fetched_at  # the scrape's time: it may be shared and up to the cache TTL old
         if selector.aggregation is None:
             if len(found) > 1:
                 raise ProviderError(

@@ -22,7 +22,7 @@ import aiohttp
 import orjson
 
 from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, safe_url
+from providers.httpclient import HTTPProvider, parse_json_off_loop, safe_url
 
 
 def _headers(config: ProviderConfig) -> dict[str, str]:
@@ -90,7 +90,7 @@ class PrometheusProvider(HTTPProvider):
             if isinstance(payload, dict) and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}"
             raise self.status_error(url, status, body, detail)
-        payload = self.json(url, body)
+        payload = await parse_json_off_loop(self.label, url, body)
         return QueryResult(samples=self._samples(payload, window, url), raw=body)
 
     async def _exchange(self, url: str, params: dict[str, str]) -> tuple[int, bytes]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import os
+import socket
 import tempfile
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from metrics_server.redact import Redactor
+from providers.base import ProviderConfig, ProviderError
+from providers.egress import EgressDenied
 
 
 def scrub(text: str, secrets: Iterable[str] | Redactor) -> str:
@@ -41,3 +47,35 @@ class CAFile:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             self.path = None
+
+
+async def check_endpoint(config: ProviderConfig, target: str | None, label: str) -> None:
+    """Refuse a tenant-chosen SDK endpoint the egress policy denies (see providers/egress.py).
+
+    The SDKs open their own connections, so this resolves the endpoint's host just before the
+    query and checks every address; it cannot see a DNS answer that changes between this check
+    and the SDK's own lookup (cloudwatch is also checked at connect time, see its connector).
+    """
+    if not target:
+        return
+    host = urlsplit(target if "://" in target else f"//{target}").hostname or ""
+    if not host:
+        return
+    try:
+        config.egress.check(host)
+        if config.egress.denied_address(host) is None and not _is_ip(host):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            for info in infos:
+                config.egress.check(str(info[4][0]))
+    except EgressDenied as exc:
+        raise ProviderError(f"{label}: {exc}") from None
+    except OSError:
+        return  # unresolvable: the SDK reports it in its own words
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -158,3 +158,40 @@ def test_invalid_names_and_unknown_kinds() -> None:
     with pytest.raises(ValidationError, match="metadata.name"):
         parse_metric(doc)
     assert parse_resource({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}) is None
+
+
+def test_durations_have_documented_maxima_in_model_and_crd() -> None:
+    """fetchIntervalSeconds and range durations are bounded, with the same numbers in the CRD."""
+    import importlib.util
+    from pathlib import Path
+
+    from metrics_server import model
+
+    path = Path(__file__).resolve().parent.parent / "deploy" / "crdgen.py"
+    spec = importlib.util.spec_from_file_location("crdgen_bounds", path)
+    assert spec is not None and spec.loader is not None
+    crdgen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crdgen)
+    assert crdgen.MAX_FETCH_INTERVAL_SECONDS == model.MAX_FETCH_INTERVAL_SECONDS
+    assert crdgen.MAX_RANGE_TEXT == model.MAX_RANGE_TEXT
+    assert model.parse_duration(model.MAX_RANGE_TEXT) == model.MAX_RANGE_SECONDS
+    schema = crdgen.keptn_metric_schema(with_range=True)["properties"]["spec"]["properties"]
+    assert schema["fetchIntervalSeconds"]["maximum"] == model.MAX_FETCH_INTERVAL_SECONDS
+    rules = " ".join(r["rule"] for r in schema["range"]["x-kubernetes-validations"])
+    assert f"duration(self.interval) <= duration('{model.MAX_RANGE_TEXT}')" in rules
+    assert f"duration(self.step) <= duration('{model.MAX_RANGE_TEXT}')" in rules
+
+
+def test_fetch_interval_and_range_accept_the_maximum_and_reject_beyond() -> None:
+    from metrics_server.model import MAX_FETCH_INTERVAL_SECONDS
+
+    parse_metric(metric_doc(fetchIntervalSeconds=MAX_FETCH_INTERVAL_SECONDS))
+    parse_metric(metric_doc(range={"interval": "8784h", "step": "1h", "aggregation": "max"}))
+    for spec, field in (
+        ({"fetchIntervalSeconds": MAX_FETCH_INTERVAL_SECONDS + 1}, "spec.fetchIntervalSeconds"),
+        ({"range": {"interval": "8785h"}}, "spec.range.interval"),
+        ({"range": {"interval": "5m", "step": "9000h", "aggregation": "max"}}, "spec.range.step"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            parse_metric(metric_doc(**spec))
+        assert err.value.field_path == field

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from metrics_server.state import STALENESS_FACTOR
+from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class ControllerOptions:
     definition_retry_interval: float = 10.0
     fetch_timeout: float = 10.0
     workers: int = 4
+    egress: EgressPolicy = DEFAULT_POLICY  # addresses providers may connect to (set by `serve`)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from metrics_server.controller.targets import (
 )
 from metrics_server.controller.template import TemplateError, placeholders
 from metrics_server.durations import DurationError, parse_duration
-from metrics_server.model import ObjectKey, ObjectMeta, parse_meta
+from metrics_server.model import MAX_RANGE_TEXT, ObjectKey, ObjectMeta, parse_meta
 from metrics_server.validation import (
     ValidationError,
     check_api_version,
@@ -42,6 +42,11 @@ ANALYSIS_VERSIONS = ("v1", "v1beta1", "v1alpha3")
 
 DEFAULT_RETRIES = 10
 DEFAULT_RETRY_INTERVAL = "5s"
+# Bounds (upstream has none; deploy/crdgen.py carries the same numbers): a gate that retries
+# for ever, or an analysis over decades, is a mistake, never a plan.
+MAX_RETRIES = 1000
+MAX_RETRY_INTERVAL_TEXT = "24h"
+MAX_RECENT_TEXT = MAX_RANGE_TEXT  # 8784h, as KeptnMetric range.interval
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,8 @@ def _non_negative_int(value: Any, default: int, obj: str, path: str) -> int:
 
 def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
     retries = _non_negative_int(spec.get("retries"), DEFAULT_RETRIES, obj, "spec.retries")
+    if retries > MAX_RETRIES:
+        raise ValidationError(obj, "spec.retries", f"must be at most {MAX_RETRIES}, got {retries}")
     interval = spec.get("retryInterval") or DEFAULT_RETRY_INTERVAL
     if not isinstance(interval, str):
         raise ValidationError(obj, "spec.retryInterval", "must be a Go duration string such as 5s")
@@ -228,6 +235,10 @@ def _retries(spec: Mapping[str, Any], obj: str) -> tuple[int, str]:
         raise ValidationError(obj, "spec.retryInterval", str(exc)) from None
     if seconds < 0:
         raise ValidationError(obj, "spec.retryInterval", "must not be negative")
+    if seconds > parse_duration(MAX_RETRY_INTERVAL_TEXT):
+        raise ValidationError(
+            obj, "spec.retryInterval", f"must be at most {MAX_RETRY_INTERVAL_TEXT}, got {interval!r}"
+        )
     return retries, interval
 
 
@@ -405,6 +416,10 @@ def parse_analysis(doc: Mapping[str, Any], default_namespace: str = "default") -
             raise ValidationError(obj, "spec.timeframe.recent", str(exc)) from None
         if seconds <= 0:
             raise ValidationError(obj, "spec.timeframe.recent", "must be greater than zero")
+        if seconds > parse_duration(MAX_RECENT_TEXT):
+            raise ValidationError(
+                obj, "spec.timeframe.recent", f"must be at most {MAX_RECENT_TEXT}, got {recent!r}"
+            )
         timeframe = Timeframe(recent=recent)
     else:
         start = parse_time(tf["from"], obj, "spec.timeframe.from")
@@ -460,26 +475,44 @@ class LifecycleManifests:
         indexes[type(obj)][obj.key] = obj
 
 
-def load_lifecycle(paths: Iterable[Path], default_namespace: str = "default") -> LifecycleManifests:
-    """Read our kinds from manifest files; invalid documents are recorded in `problems`."""
+def load_lifecycle(
+    paths: Iterable[Path], default_namespace: str = "default", max_bytes: int | None = None
+) -> LifecycleManifests:
+    """Read our kinds from manifest files; invalid documents are recorded in `problems`.
+
+    Reading and document shapes are the metrics loader's (`metrics_server.store.local`), which
+    also reports malformed documents; here only problems in our own kinds are added.
+    """
+    from metrics_server.excerpt import excerpt
+    from metrics_server.store.local import (
+        DEFAULT_MAX_MANIFEST_BYTES,
+        MESSAGE_LIMIT,
+        document_items,
+        read_documents,
+    )
+
     out = LifecycleManifests()
     for path in paths:
         try:
-            with path.open("rb") as fh:
-                documents = list(yaml.safe_load_all(fh))
+            documents = read_documents(path, DEFAULT_MAX_MANIFEST_BYTES if max_bytes is None else max_bytes)
         except (OSError, yaml.YAMLError) as exc:
-            out.problems.append(f"{path}: {' '.join(str(exc).split())}")
+            out.problems.append(f"{path}: {excerpt(' '.join(str(exc).split()), MESSAGE_LIMIT)}")
             continue
         for index, doc in enumerate(documents):
-            if not isinstance(doc, Mapping):
-                continue
-            kind = str(doc.get("kind", ""))
-            items = doc.get("items") if kind.endswith("List") else [doc]
-            for item in items or []:
+            items, _ = document_items(doc, str(path))  # shape problems: reported by the metrics loader
+            for position, item in enumerate(items):
+                place = (
+                    f"{path} (document {index + 1})"
+                    if items == [doc]
+                    else (f"{path} (document {index + 1}, item {position + 1})")
+                )
                 try:
                     obj = parse_lifecycle(item, default_namespace)
                 except ValidationError as exc:
-                    out.problems.append(f"{path} (document {index + 1}): {exc}")
+                    out.problems.append(f"{place}: {excerpt(str(exc), MESSAGE_LIMIT)}")
+                    continue
+                except Exception as exc:  # a parser bug costs one document, never the folder
+                    out.problems.append(f"{place}: cannot be parsed ({type(exc).__name__})")
                     continue
                 if obj is not None:
                     out.add(obj)

@@ -166,7 +166,7 @@ class LifecycleController:
         self._generations: dict[_Item, tuple[str, int]] = {}
         self._timers: dict[_Item, asyncio.Task[None]] = {}
         self._analysis_attempts: dict[tuple[ObjectKey, str], int] = {}
-        self.pool = ProviderPool(store, timeout=options.fetch_timeout)
+        self.pool = ProviderPool(store, timeout=options.fetch_timeout, egress=options.egress)
         self.instance = default_instance()
         self.reconciles = 0  # observability and tests
 

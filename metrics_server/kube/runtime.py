@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from metrics_server.kube.client import KubeClient
@@ -199,7 +200,7 @@ class KubernetesRuntime:
         from metrics_server.controller.flags import options_from_args
         from metrics_server.controller.runtime import run_controller
 
-        options = options_from_args(self.args)
+        options = replace(options_from_args(self.args), egress=self.services.evaluator.options.egress)
         namespaces = _arg(self.args, "namespaces", []) or None
         self._controller = asyncio.get_running_loop().create_task(
             run_controller(self.client, self.store, self.states, options, namespaces=namespaces),

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from metrics_server.excerpt import excerpt
 from metrics_server.kube.client import ApiException, InvalidPathSegment, KubeClient, resource_path
 from metrics_server.kube.informer import Informer
 from metrics_server.model import (
@@ -131,7 +132,12 @@ class KubernetesStore(IndexedStore):
                 if len(self._invalid_logged) > 10_000:
                     self._invalid_logged.clear()
                 self._invalid_logged.add(mark)
-                log.warning("ignoring invalid %s (resourceVersion %s): %s", kind.__name__, mark[3], exc)
+                log.warning(
+                    "ignoring invalid %s (resourceVersion %s): %s",
+                    kind.__name__,
+                    mark[3],
+                    excerpt(str(exc), 500),
+                )
             return None
 
     def _list_handler(self, kind: type, namespace: str | None) -> Callable[[list[JSON]], None]:
@@ -222,7 +228,7 @@ class KubernetesStore(IndexedStore):
         try:
             secret = parse_secret(doc, key.namespace)
         except ValidationError as exc:
-            log.warning("ignoring invalid Secret %s: %s", key, exc)
+            log.warning("ignoring invalid Secret %s: %s", key, excerpt(str(exc), 500))
             secret = None
         self._secrets_cache[key] = (self.clock() + self.secret_ttl, secret)
         return secret

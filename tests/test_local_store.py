@@ -70,7 +70,8 @@ async def test_malformed_kinds_and_lists_never_stop_the_store(tmp_path: Path) ->
     await store.start()
     assert {m.meta.name for m in store.list_metrics()} == {"good"}
     messages = [x.message for x in store.problems[str(tmp_path / "odd.yaml")]]
-    assert len(messages) == 2 and "kind" in messages[0] and "mapping" in messages[1]
+    assert len(messages) == 3
+    assert "kind" in messages[0] and "items: must be a list" in messages[1] and "mapping" in messages[2]
     await store.stop()
 
 

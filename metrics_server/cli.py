@@ -246,7 +246,7 @@ def _load_secret(path: str) -> Any:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from metrics_server.fetch import fetch_once, provider_config
-    from providers import ProviderError, create_provider
+    from providers import BackendError, create_backend
 
     provider_doc: dict[str, Any] = {
         "apiVersion": "metrics.keptn.sh/v1",
@@ -288,7 +288,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         config = replace(config, secret_key=args.secret_key)
 
     async def once() -> Any:
-        client = create_provider(config)
+        client = create_backend(config)
         try:
             return await fetch_once(client, config, metric.query, metric.range)
         finally:
@@ -296,7 +296,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     try:
         outcome = asyncio.run(once())
-    except ProviderError as exc:
+    except BackendError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     from metrics_server.state import RAW_VALUE_LIMIT, format_value

@@ -24,12 +24,12 @@ from cachetools import TTLCache
 
 from metrics_server import selfmetrics
 from metrics_server.excerpt import excerpt
-from metrics_server.fetch import FetchOutcome, ProviderPool, outcome_of, query_once
+from metrics_server.fetch import BackendPool, FetchOutcome, outcome_of, query_once
 from metrics_server.model import KeptnMetric, KeptnMetricsProvider, ObjectKey, Secret
 from metrics_server.state import IntervalResult, MetricState, MetricStates, format_value
 from metrics_server.status_sink import StatusSink
 from metrics_server.store.base import EventType, Store, StoreEvent
-from providers import ProviderError, QueryResult
+from providers import BackendError, QueryResult
 from providers.egress import DEFAULT_POLICY, EgressPolicy
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class Evaluator:
         self.states = states
         self.sink = sink
         self.options = options or EvaluatorOptions()
-        self.pool = ProviderPool(store, timeout=self.options.fetch_timeout, egress=self.options.egress)
+        self.pool = BackendPool(store, timeout=self.options.fetch_timeout, egress=self.options.egress)
         self._wall = wall_clock
         self._lag_observer = lag_observer
         self._entries: dict[ObjectKey, _Entry] = {}
@@ -275,7 +275,7 @@ class Evaluator:
         except asyncio.CancelledError:
             entry.running = False
             raise
-        except ProviderError as exc:
+        except BackendError as exc:
             self._record_failure(state, metric, exc.message)
         except Exception as exc:  # a bug must not kill the scheduler; it becomes an errMsg
             log.exception("evaluating %s failed", key)
@@ -327,7 +327,7 @@ class Evaluator:
         """Query the provider, or share an identical query's answer that this metric has not seen yet."""
         provider = self.store.resolve_provider(metric)
         if provider is None:
-            raise ProviderError(
+            raise BackendError(
                 f"KeptnMetricsProvider {metric.provider_name!r} not found in namespace "
                 f"{metric.meta.namespace!r} or {self.store.server_namespace!r}"
             )
@@ -369,11 +369,11 @@ class Evaluator:
                     async with asyncio.timeout(self.options.fetch_timeout):
                         fetched = await query_once(client, config, metric.query, mrange)
                 except TimeoutError:
-                    raise ProviderError(
+                    raise BackendError(
                         f"fetch from provider {provider.key} timed out after {self.options.fetch_timeout:g}s",
                         retryable=True,
                     ) from None
-        except ProviderError as exc:
+        except BackendError as exc:
             selfmetrics.FETCH_ERRORS.labels(provider.type).inc()
             if exc.auth and provider.secret_key_ref is not None:
                 self.store.invalidate_secret(ObjectKey(provider.meta.namespace, provider.secret_key_ref.name))
@@ -382,7 +382,7 @@ class Evaluator:
             future.exception()  # mark retrieved: nobody may be waiting
             raise
         except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else ProviderError("fetch cancelled"))
+            future.set_exception(exc if isinstance(exc, Exception) else BackendError("fetch cancelled"))
             future.exception()
             raise
         finally:

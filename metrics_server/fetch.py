@@ -15,7 +15,7 @@ from metrics_server.aggregation import aggregate
 from metrics_server.model import KeptnMetricsProvider, MetricRange, ObjectKey, Secret
 from metrics_server.redact import REGISTRY
 from metrics_server.store.base import Store
-from providers import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, create_provider
+from providers import Backend, BackendConfig, BackendError, QueryResult, Sample, Window, create_backend
 from providers.base import finite
 from providers.egress import DEFAULT_POLICY, EgressPolicy
 
@@ -44,7 +44,7 @@ def reduce_samples(result: QueryResult, mrange: MetricRange | None) -> float:
     that describes "now", so that is what we return (documented in the README).
     """
     if not result.samples:
-        raise ProviderError("the query returned no data")
+        raise BackendError("the query returned no data")
     values = [finite(s.value) for s in result.samples]
     if mrange is not None and mrange.aggregation:
         return aggregate(mrange.aggregation, values)
@@ -58,9 +58,9 @@ def provider_config(
     timeout: float = 10.0,
     max_connections: int = 100,
     egress: EgressPolicy = DEFAULT_POLICY,
-) -> ProviderConfig:
+) -> BackendConfig:
     ref = provider.secret_key_ref
-    return ProviderConfig(
+    return BackendConfig(
         type=provider.type,
         target_server=provider.target_server,
         secret=dict(secret.data) if secret else {},
@@ -82,11 +82,11 @@ async def resolve_secret(store: Store, provider: KeptnMetricsProvider) -> Secret
     if secret is None:
         if ref.optional:
             return None
-        raise ProviderError(
+        raise BackendError(
             f"Secret {provider.meta.namespace}/{ref.name} referenced by provider {provider.key} not found"
         )
     if ref.key and ref.key not in secret.data and not ref.optional:
-        raise ProviderError(f"Secret {provider.meta.namespace}/{ref.name} has no key {ref.key!r}")
+        raise BackendError(f"Secret {provider.meta.namespace}/{ref.name} has no key {ref.key!r}")
     return secret
 
 
@@ -94,11 +94,11 @@ async def resolve_secret(store: Store, provider: KeptnMetricsProvider) -> Secret
 class _Client:
     provider: KeptnMetricsProvider
     secret: Secret | None
-    config: ProviderConfig
-    client: Provider
+    config: BackendConfig
+    client: Backend
 
 
-class ProviderPool:
+class BackendPool:
     """One client (and connection pool) per KeptnMetricsProvider, rebuilt when it or its Secret changes."""
 
     def __init__(
@@ -115,7 +115,7 @@ class ProviderPool:
         self._max_connections = max_connections
         self._clients: dict[ObjectKey, _Client] = {}
 
-    async def get(self, provider: KeptnMetricsProvider) -> tuple[Provider, ProviderConfig]:
+    async def get(self, provider: KeptnMetricsProvider) -> tuple[Backend, BackendConfig]:
         secret = await resolve_secret(self._store, provider)
         current = self._clients.get(provider.key)
         if current is not None and current.provider is provider and current.secret is secret:
@@ -130,7 +130,7 @@ class ProviderPool:
             max_connections=self._max_connections,
             egress=self._egress,
         )
-        client = create_provider(config)
+        client = create_backend(config)
         self._clients[provider.key] = _Client(provider, secret, config, client)
         REGISTRY.put(config.name, client.redactor)  # logs of any library are redacted too
         if current is not None:
@@ -156,20 +156,20 @@ class ProviderPool:
 
 
 async def query_once(
-    client: Provider,
-    config: ProviderConfig,
+    client: Backend,
+    config: BackendConfig,
     query: str,
     mrange: MetricRange | None,
     *,
     end: float | None = None,
 ) -> tuple[QueryResult, float]:
-    """Run the query; errors come back as ProviderError with secrets redacted, and so does
+    """Run the query; errors come back as BackendError with secrets redacted, and so does
     the raw answer (it becomes `status.rawValue`, readable by anyone who can read the metric)."""
     redactor = client.redactor
     try:
         result = await client.query(query, window_for(mrange, end))
-    except ProviderError as exc:
-        raise ProviderError(redactor(exc.message), auth=exc.auth, retryable=exc.retryable) from None
+    except BackendError as exc:
+        raise BackendError(redactor(exc.message), auth=exc.auth, retryable=exc.retryable) from None
     raw = redactor.bytes(result.raw)
     if raw is not result.raw:
         result = dataclasses.replace(result, raw=raw)
@@ -184,8 +184,8 @@ def outcome_of(result: QueryResult, fetched_at: float, mrange: MetricRange | Non
 
 
 async def fetch_once(
-    client: Provider,
-    config: ProviderConfig,
+    client: Backend,
+    config: BackendConfig,
     query: str,
     mrange: MetricRange | None,
     *,

@@ -47,7 +47,7 @@ from azure.monitor.query import LogsQueryPartialResult
 from azure.monitor.query.aio import LogsQueryClient
 from azure.monitor.querymetrics.aio import MetricsClient
 
-from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.base import Backend, BackendConfig, BackendError, QueryResult, Sample, Window, finite
 from providers.sdkutil import CAFile, check_endpoint, scrub, whole_seconds
 
 INSTANT_LOOKBACK_SECONDS = 600
@@ -68,7 +68,7 @@ _AGG_SUFFIX = re.compile(r":(average|minimum|maximum|total|count)$", re.IGNORECA
 
 # azure-core logs every request and response (with headers) at INFO and azure-identity logs
 # each token exchange at INFO (WARNING when it fails): per-query noise that floods the server
-# log and breaks `keptn-metrics query`'s one-line error. Our ProviderError already says what
+# log and breaks `keptn-metrics query`'s one-line error. Our BackendError already says what
 # failed; the SDK's detail stays available with --log-level debug or a level set explicitly.
 SDK_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.identity")
 
@@ -95,7 +95,7 @@ def namespace_of(resource_id: str) -> str:
     head, sep, tail = resource_id.rpartition("/providers/")
     parts = [p for p in tail.split("/") if p]
     if not sep or not head or len(parts) < 3:
-        raise ProviderError(
+        raise BackendError(
             "azure resource id must look like /subscriptions/S/resourceGroups/RG/providers/NS/TYPE/NAME"
         )
     return "/".join([parts[0], *parts[1::2]])
@@ -110,7 +110,7 @@ def endpoints(target: str) -> tuple[str | None, str]:
         return f"https://{text}.metrics.monitor.azure.com", DEFAULT_LOGS_ENDPOINT
     parts = urlsplit(text)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ProviderError("azure targetServer must be a region (eastus) or an https URL")
+        raise BackendError("azure targetServer must be a region (eastus) or an https URL")
     base = f"{parts.scheme}://{parts.netloc}"
     if ".metrics.monitor." in parts.hostname:
         return base, DEFAULT_LOGS_ENDPOINT
@@ -126,9 +126,9 @@ def parse_query(query: str) -> dict[str, Any]:
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise ProviderError("azure query looks like JSON but does not parse") from None
+            raise BackendError("azure query looks like JSON but does not parse") from None
         if not isinstance(doc, dict):
-            raise ProviderError("azure JSON query must be an object")
+            raise BackendError("azure JSON query must be an object")
         if isinstance(doc.get("workspaceId"), str) and isinstance(doc.get("query"), str):
             return {
                 "kind": "logs",
@@ -146,13 +146,13 @@ def parse_query(query: str) -> dict[str, Any]:
                 "filter": doc.get("filter"),
             }
         else:
-            raise ProviderError(
+            raise BackendError(
                 'azure JSON query needs "resourceId" and "metric", or "workspaceId" and "query"'
             )
     elif text.lower().startswith("logs:"):
         workspace, sep, kql = text[5:].partition(":")
         if not sep or not workspace.strip() or not kql.strip():
-            raise ProviderError("azure logs query must be logs:<workspaceId>:<KQL>")
+            raise BackendError("azure logs query must be logs:<workspaceId>:<KQL>")
         return {"kind": "logs", "workspace": workspace.strip(), "kql": kql.strip(), "column": None}
     elif text.lower().startswith("metrics:"):
         body = text[8:].strip()
@@ -162,7 +162,7 @@ def parse_query(query: str) -> dict[str, Any]:
             aggregation, body = m.group(1), body[: m.start()]
         resource, _, metric = body.rpartition("/")
         if not resource.startswith("/subscriptions/") or not metric.strip():
-            raise ProviderError(
+            raise BackendError(
                 "azure metrics query must be metrics:<resourceId>/<metricName>[:<Aggregation>]"
             )
         spec = {
@@ -174,18 +174,18 @@ def parse_query(query: str) -> dict[str, Any]:
             "filter": None,
         }
     else:
-        raise ProviderError("azure query must start with metrics: or logs:, or be a JSON object")
+        raise BackendError("azure query must start with metrics: or logs:, or be a JSON object")
     agg = AGGREGATIONS.get(spec["aggregation"].lower())
     if agg is None:
-        raise ProviderError(
+        raise BackendError(
             f"azure aggregation {spec['aggregation'][:32]!r} is not one of {', '.join(AGGREGATIONS.values())}"
         )
     spec["aggregation"] = agg
     return spec
 
 
-class AzureProvider(Provider):
-    def __init__(self, config: ProviderConfig) -> None:
+class AzureBackend(Backend):
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         quiet_sdk_logs()
         self.metrics_endpoint, self.logs_endpoint = endpoints(config.target_server)
@@ -193,7 +193,7 @@ class AzureProvider(Provider):
         client_secret = config.secret_text("AZURE_CLIENT_SECRET")
         tenant = config.secret_text("AZURE_TENANT_ID")
         if client_secret and not (client_id and tenant):
-            raise ProviderError(
+            raise BackendError(
                 "azure Secret with AZURE_CLIENT_SECRET also needs AZURE_CLIENT_ID and AZURE_TENANT_ID"
             )
         self._client_id, self._client_secret, self._tenant = client_id, client_secret, tenant
@@ -239,7 +239,7 @@ class AzureProvider(Provider):
         async with self._lock:
             if self._metrics is None:
                 if self.metrics_endpoint is None:
-                    raise ProviderError(
+                    raise BackendError(
                         "azure metrics queries need targetServer set to the resources' region"
                     )
                 self._metrics = MetricsClient(
@@ -258,14 +258,14 @@ class AzureProvider(Provider):
     def _scrub(self, text: str) -> str:
         return scrub(text, self.redactor)
 
-    def _error(self, exc: BaseException) -> ProviderError:
+    def _error(self, exc: BaseException) -> BackendError:
         if isinstance(
             exc, TimeoutError | az_exc.ServiceRequestTimeoutError | az_exc.ServiceResponseTimeoutError
         ):
-            return ProviderError("azure monitor did not answer in time", retryable=True)
+            return BackendError("azure monitor did not answer in time", retryable=True)
         if isinstance(exc, az_exc.ClientAuthenticationError) and self._from_identity(exc):
             # raised by the credential: no identity available, or Entra ID refused the client
-            return ProviderError(f"azure credentials failed: {self._identity_detail(exc)}", auth=True)
+            return BackendError(f"azure credentials failed: {self._identity_detail(exc)}", auth=True)
         if isinstance(exc, az_exc.HttpResponseError):
             status = exc.status_code or 0
             detail = ""
@@ -274,18 +274,18 @@ class AzureProvider(Provider):
             elif exc.response is not None:
                 with contextlib.suppress(Exception):
                     detail = exc.response.text()  # _scrub redacts, then cuts
-            return ProviderError(
+            return BackendError(
                 f"azure monitor answered HTTP {status}" + (f": {self._scrub(detail)}" if detail else ""),
                 auth=status in (401, 403) or isinstance(exc, az_exc.ClientAuthenticationError),
                 retryable=status == 429 or status >= 500,
             )
         if isinstance(exc, az_exc.ServiceRequestError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            return ProviderError("azure monitor: TLS verification failed (set ca.crt in the Secret?)")
+            return BackendError("azure monitor: TLS verification failed (set ca.crt in the Secret?)")
         if isinstance(exc, az_exc.ServiceRequestError | az_exc.ServiceResponseError):
-            return ProviderError(f"azure monitor is unreachable ({type(exc).__name__})", retryable=True)
+            return BackendError(f"azure monitor is unreachable ({type(exc).__name__})", retryable=True)
         if isinstance(exc, ValueError):
-            return ProviderError(f"azure query rejected: {self._scrub(str(exc))}")
-        return ProviderError(f"azure monitor: {type(exc).__name__}", retryable=True)
+            return BackendError(f"azure query rejected: {self._scrub(str(exc))}")
+        return BackendError(f"azure monitor: {type(exc).__name__}", retryable=True)
 
     @staticmethod
     def _from_identity(exc: az_exc.ClientAuthenticationError) -> bool:
@@ -316,7 +316,7 @@ class AzureProvider(Provider):
                 else self._query_logs(spec, window)
             )
             return await asyncio.wait_for(coro, self.config.timeout)
-        except ProviderError:
+        except BackendError:
             raise
         except Exception as exc:
             raise self._error(exc) from None
@@ -342,11 +342,11 @@ class AzureProvider(Provider):
         series = [ts for r in results for m in r.metrics for ts in m.timeseries]
         with_data = [ts for ts in series if any(getattr(p, field) is not None for p in ts.data)]
         if not with_data:
-            raise ProviderError(
+            raise BackendError(
                 f"azure metric {spec['metric']!r} returned no {spec['aggregation']} values in the window"
             )
         if len(with_data) > 1:
-            raise ProviderError(
+            raise BackendError(
                 f"azure metric {spec['metric']!r} returned {len(with_data)} time series; "
                 "narrow the filter or drop the dimension split"
             )
@@ -372,7 +372,7 @@ class AzureProvider(Provider):
         if window.step_seconds:
             kql = kql.replace("$step", whole_seconds(window.step_seconds))
         if "$range" in kql or "$step" in kql:
-            raise ProviderError("azure logs query uses $range/$step but the KeptnMetric has no range/step")
+            raise BackendError("azure logs query uses $range/$step but the KeptnMetric has no range/step")
         end_ts = window.end if window.end is not None else time.time()
         end = datetime.fromtimestamp(end_ts, UTC)
         timespan = (
@@ -383,9 +383,9 @@ class AzureProvider(Provider):
         )
         if isinstance(response, LogsQueryPartialResult):
             detail = response.partial_error.message if response.partial_error else "partial result"
-            raise ProviderError(f"azure logs query returned a partial result: {self._scrub(detail)}")
+            raise BackendError(f"azure logs query returned a partial result: {self._scrub(detail)}")
         if not response.tables:
-            raise ProviderError("azure logs query returned no table")
+            raise BackendError("azure logs query returned no table")
         table = response.tables[0]
         names = [str(c) for c in table.columns]
         types = [str(t).lower() for t in (table.columns_types or [])] or [""] * len(names)
@@ -393,11 +393,11 @@ class AzureProvider(Provider):
         time_col = next((i for i, t in enumerate(types) if t == "datetime"), None)
         rows = [list(r) for r in table.rows]
         if not rows:
-            raise ProviderError("azure logs query returned no rows")
+            raise BackendError("azure logs query returned no rows")
         samples: list[Sample] = []
         if time_col is None:
             if len(rows) > 1:
-                raise ProviderError(
+                raise BackendError(
                     f"azure logs query returned {len(rows)} rows without a datetime column; "
                     "summarize to one row or add a time column"
                 )
@@ -416,12 +416,12 @@ class AzureProvider(Provider):
                 samples.append(Sample(ts, self._number(value)))
             stamps = [s.timestamp for s in samples]
             if len(set(stamps)) != len(stamps):
-                raise ProviderError(
+                raise BackendError(
                     "azure logs query returned several rows per timestamp (several series); "
                     "aggregate them in KQL"
                 )
         if not samples:
-            raise ProviderError("azure logs query returned only null values")
+            raise BackendError("azure logs query returned only null values")
         samples.sort()
         raw = orjson.dumps({"columns": names, "rows": rows[:1000]}, default=str)
         return QueryResult(tuple(samples), raw)
@@ -430,24 +430,24 @@ class AzureProvider(Provider):
     def _value_column(names: list[str], types: list[str], wanted: Any) -> int:
         if wanted:
             if wanted not in names:
-                raise ProviderError(f"azure logs result has no column {str(wanted)[:64]!r}")
+                raise BackendError(f"azure logs result has no column {str(wanted)[:64]!r}")
             return names.index(wanted)
         lowered = [n.lower() for n in names]
         if "value" in lowered:
             return lowered.index("value")
         numeric = [i for i, t in enumerate(types) if t in NUMERIC_TYPES]
         if not numeric:
-            raise ProviderError('azure logs result has no numeric column; name one with "column"')
+            raise BackendError('azure logs result has no numeric column; name one with "column"')
         return numeric[-1]
 
     @staticmethod
     def _number(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ProviderError(f"azure logs value {str(value)[:32]!r} is not a number")
+            raise BackendError(f"azure logs value {str(value)[:32]!r} is not a number")
         try:
             return finite(float(value), "azure logs value")
         except ValueError:
-            raise ProviderError(f"azure logs value {str(value)[:32]!r} is not a number") from None
+            raise BackendError(f"azure logs value {str(value)[:32]!r} is not a number") from None
 
     async def close(self) -> None:
         async with self._lock:
@@ -459,5 +459,5 @@ class AzureProvider(Provider):
         self._ca_file.remove()
 
 
-def create(config: ProviderConfig) -> Provider:
-    return AzureProvider(config)
+def create(config: BackendConfig) -> Backend:
+    return AzureBackend(config)

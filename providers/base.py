@@ -1,8 +1,11 @@
 """The one interface every metrics backend implements.
 
-A provider turns (query, window) into samples of a single series. It never aggregates or
-formats: the evaluator does that, identically for every backend. Providers are built once
-per KeptnMetricsProvider (and its Secret) and reused, so they own their connection pools.
+Names: a *KeptnMetricsProvider* is the Kubernetes resource (type, targetServer, Secret); a
+*backend* is this package's client for one of them (`Backend`, built from a `BackendConfig`,
+failing with `BackendError`). A backend turns (query, window) into samples of a single
+series. It never aggregates or formats: the evaluator does that, identically for every
+type. Backends are built once per KeptnMetricsProvider (and its Secret) and reused, so they
+own their connection pools.
 """
 
 from __future__ import annotations
@@ -48,11 +51,11 @@ class QueryResult:
 
     def latest(self) -> Sample:
         if not self.samples:
-            raise ProviderError("the query returned no data")
+            raise BackendError("the query returned no data")
         return max(self.samples, key=lambda s: s.timestamp)
 
 
-class ProviderError(Exception):
+class BackendError(Exception):
     """A fetch failure with a message that is safe to show (never a credential).
 
     `auth` marks 401/403-style failures so the caller can re-read the Secret;
@@ -67,7 +70,7 @@ class ProviderError(Exception):
 
 
 @dataclass(frozen=True)
-class ProviderConfig:
+class BackendConfig:
     """Everything a provider needs, resolved from a KeptnMetricsProvider and its Secret."""
 
     type: str
@@ -94,15 +97,15 @@ class ProviderConfig:
         return Redactor(self.secret_values())
 
 
-class Provider(ABC):
+class Backend(ABC):
     """A backend client. Subclasses implement `query`; providers/registry.py maps types to modules."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         self.config = config
 
     @abstractmethod
     async def query(self, query: str, window: Window) -> QueryResult:
-        """Run one query; raise ProviderError with a one-line, credential-free message."""
+        """Run one query; raise BackendError with a one-line, credential-free message."""
 
     @property
     def redactor(self) -> Redactor:
@@ -116,16 +119,16 @@ class Provider(ABC):
 def finite(value: float, what: str = "value") -> float:
     """Reject NaN and infinities: they are errors, never values (upstream keeps a stale one)."""
     if math.isnan(value) or math.isinf(value):
-        raise ProviderError(f"the query returned a non-finite {what} ({value})")
+        raise BackendError(f"the query returned a non-finite {what} ({value})")
     return value
 
 
 def parse_number(text: object, what: str = "value") -> float:
     """Parse a backend's numeric string or number strictly; NaN/Inf are errors."""
     if isinstance(text, bool):
-        raise ProviderError(f"{what} is a boolean, not a number")
+        raise BackendError(f"{what} is a boolean, not a number")
     try:
         value = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ProviderError(f"{what} {str(text)[:64]!r} is not a number") from None
+        raise BackendError(f"{what} {str(text)[:64]!r} is not a number") from None
     return finite(value, what)

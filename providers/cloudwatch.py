@@ -38,9 +38,9 @@ from aiobotocore.session import AioSession
 from botocore import exceptions as boto_exc
 
 from providers.base import (
-    Provider,
-    ProviderConfig,
-    ProviderError,
+    Backend,
+    BackendConfig,
+    BackendError,
     QueryResult,
     Sample,
     Window,
@@ -102,7 +102,7 @@ def parse_compact(query: str) -> dict[str, Any]:
     """`Namespace/Metric{Dim=Val,...}:Stat` -> one MetricDataQuery (without Period)."""
     m = _COMPACT.match(query.strip())
     if not m:
-        raise ProviderError(
+        raise BackendError(
             "cloudwatch query must be JSON MetricDataQueries or Namespace/MetricName{Dim=Value}:Statistic"
         )
     dims = []
@@ -111,7 +111,7 @@ def parse_compact(query: str) -> dict[str, Any]:
             continue
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise ProviderError(f"cloudwatch dimension {part.strip()[:64]!r} is not Name=Value")
+            raise BackendError(f"cloudwatch dimension {part.strip()[:64]!r} is not Name=Value")
         dims.append({"Name": name.strip(), "Value": value.strip()})
     metric: dict[str, Any] = {"Namespace": m["ns"].strip(), "MetricName": m["metric"].strip()}
     if dims:
@@ -123,22 +123,22 @@ def parse_query(query: str) -> list[dict[str, Any]]:
     """Either form -> MetricDataQueries with Ids."""
     text = query.strip()
     if not text:
-        raise ProviderError("cloudwatch query is empty")
+        raise BackendError("cloudwatch query is empty")
     if text[0] in "[{":
         try:
             doc = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise ProviderError("cloudwatch query looks like JSON but does not parse") from None
+            raise BackendError("cloudwatch query looks like JSON but does not parse") from None
         if isinstance(doc, Mapping) and "MetricDataQueries" in doc:
             doc = doc["MetricDataQueries"]
         items = [doc] if isinstance(doc, Mapping) else doc
         if not isinstance(items, list) or not items or not all(isinstance(i, Mapping) for i in items):
-            raise ProviderError("cloudwatch JSON query must be a MetricDataQuery object or a non-empty list")
+            raise BackendError("cloudwatch JSON query must be a MetricDataQuery object or a non-empty list")
         queries = [dict(item) for item in items]
         for i, q in enumerate(queries):
             q.setdefault("Id", f"q{i}")
             if "MetricStat" not in q and "Expression" not in q:
-                raise ProviderError(f"cloudwatch query {q['Id']!r} needs MetricStat or Expression")
+                raise BackendError(f"cloudwatch query {q['Id']!r} needs MetricStat or Expression")
         return queries
     return [parse_compact(text)]
 
@@ -165,7 +165,7 @@ def apply_window(queries: list[dict[str, Any]], window: Window) -> tuple[datetim
     return datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC)
 
 
-def region_and_endpoint(config: ProviderConfig) -> tuple[str | None, str | None]:
+def region_and_endpoint(config: BackendConfig) -> tuple[str | None, str | None]:
     """targetServer is a region, an endpoint URL, or empty/`default` (Secret or pod default)."""
     target = config.target_server.strip().rstrip("/")
     secret_region = config.secret_text("AWS_REGION") or config.secret_text("AWS_DEFAULT_REGION")
@@ -175,14 +175,14 @@ def region_and_endpoint(config: ProviderConfig) -> tuple[str | None, str | None]
         return target, None
     parts = urlsplit(target if "://" in target else f"https://{target}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProviderError("cloudwatch targetServer must be a region (us-east-1) or an endpoint URL")
+        raise BackendError("cloudwatch targetServer must be a region (us-east-1) or an endpoint URL")
     m = _ENDPOINT_REGION.match(parts.hostname)
     region = m.group(1) if m else secret_region
     return region or "us-east-1", f"{parts.scheme}://{parts.netloc}"
 
 
-class CloudWatchProvider(Provider):
-    def __init__(self, config: ProviderConfig) -> None:
+class CloudWatchBackend(Backend):
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.region, self.endpoint = region_and_endpoint(config)
         self._stack = contextlib.AsyncExitStack()
@@ -192,7 +192,7 @@ class CloudWatchProvider(Provider):
         key_id = config.secret_text("AWS_ACCESS_KEY_ID")
         secret = config.secret_text("AWS_SECRET_ACCESS_KEY")
         if bool(key_id) != bool(secret):
-            raise ProviderError("cloudwatch Secret needs both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            raise BackendError("cloudwatch Secret needs both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         self._credentials = (
             {
                 "aws_access_key_id": key_id,
@@ -245,21 +245,21 @@ class CloudWatchProvider(Provider):
     def _scrub(self, text: str) -> str:
         return scrub(text, self.redactor)
 
-    def _error(self, exc: BaseException) -> ProviderError:
+    def _error(self, exc: BaseException) -> BackendError:
         where = self._where()
         if isinstance(exc, TimeoutError | boto_exc.ReadTimeoutError | boto_exc.ConnectTimeoutError):
-            return ProviderError(f"cloudwatch at {where} did not answer in time", retryable=True)
+            return BackendError(f"cloudwatch at {where} did not answer in time", retryable=True)
         if isinstance(exc, boto_exc.NoCredentialsError | boto_exc.PartialCredentialsError):
-            return ProviderError(
+            return BackendError(
                 "cloudwatch: no AWS credentials (Secret AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or IRSA)",
                 auth=True,
             )
         if isinstance(exc, boto_exc.CredentialRetrievalError):
-            return ProviderError("cloudwatch: the pod's AWS credentials could not be retrieved", auth=True)
+            return BackendError("cloudwatch: the pod's AWS credentials could not be retrieved", auth=True)
         if isinstance(exc, boto_exc.NoRegionError):
-            return ProviderError("cloudwatch: no region (targetServer, Secret AWS_REGION or AWS_REGION env)")
+            return BackendError("cloudwatch: no region (targetServer, Secret AWS_REGION or AWS_REGION env)")
         if isinstance(exc, boto_exc.ParamValidationError):
-            return ProviderError(f"cloudwatch: invalid query: {self._scrub(str(exc))}")
+            return BackendError(f"cloudwatch: invalid query: {self._scrub(str(exc))}")
         if isinstance(exc, boto_exc.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "Unknown"))
@@ -269,16 +269,16 @@ class CloudWatchProvider(Provider):
             if xml:  # an endpoint answered the Query protocol's XML to our CBOR/JSON request
                 code, message = xml.group(1), xml.group(2) or ""
             message = self._scrub(message)
-            return ProviderError(
+            return BackendError(
                 f"cloudwatch at {where} answered {code}" + (f": {message}" if message else ""),
                 auth=code in AUTH_CODES or status in (401, 403),
                 retryable=code in THROTTLE_CODES or status == 429 or status >= 500,
             )
         if isinstance(exc, boto_exc.EndpointConnectionError | boto_exc.ConnectionError):
-            return ProviderError(f"cloudwatch at {where} is unreachable", retryable=True)
+            return BackendError(f"cloudwatch at {where} is unreachable", retryable=True)
         if isinstance(exc, boto_exc.BotoCoreError):
-            return ProviderError(f"cloudwatch at {where}: {self._scrub(str(exc))}", retryable=True)
-        return ProviderError(f"cloudwatch at {where}: {type(exc).__name__}", retryable=True)
+            return BackendError(f"cloudwatch at {where}: {self._scrub(str(exc))}", retryable=True)
+        return BackendError(f"cloudwatch at {where}: {type(exc).__name__}", retryable=True)
 
     async def query(self, query: str, window: Window) -> QueryResult:
         queries = parse_query(query)
@@ -286,7 +286,7 @@ class CloudWatchProvider(Provider):
         await check_endpoint(self.config, self.endpoint, "cloudwatch")
         try:
             results = await asyncio.wait_for(self._fetch(queries, start, end), self.config.timeout)
-        except ProviderError:
+        except BackendError:
             raise
         except Exception as exc:
             raise self._error(exc) from None
@@ -311,7 +311,7 @@ class CloudWatchProvider(Provider):
             for res in answer.get("MetricDataResults", []):
                 if res.get("StatusCode") in ("Forbidden", "InternalError"):
                     detail = "; ".join(str(m.get("Value", "")) for m in res.get("Messages", []))
-                    raise ProviderError(
+                    raise BackendError(
                         f"cloudwatch query {res.get('Id')!r} failed: {res['StatusCode']}"
                         + (f": {self._scrub(detail)}" if detail else ""),
                         auth=res["StatusCode"] == "Forbidden",
@@ -331,16 +331,16 @@ class CloudWatchProvider(Provider):
     def _to_result(self, queries: Sequence[Mapping[str, Any]], results: list[dict[str, Any]]) -> QueryResult:
         returning = [q["Id"] for q in queries if q.get("ReturnData", True)]
         if len(returning) > 1:
-            raise ProviderError(
+            raise BackendError(
                 f"cloudwatch query returns {len(returning)} series ({', '.join(map(str, returning))}); "
                 "set ReturnData false on all but one or combine them with a metric math expression"
             )
         wanted = [r for r in results if r["Id"] in returning] if returning else results
         with_data = [r for r in wanted if r["Values"]]
         if not with_data:
-            raise ProviderError("cloudwatch query returned no datapoints in the window")
+            raise BackendError("cloudwatch query returned no datapoints in the window")
         if len(with_data) > 1:
-            raise ProviderError(
+            raise BackendError(
                 f"cloudwatch query returned {len(with_data)} series; aggregate them in the query"
             )
         res = with_data[0]
@@ -366,5 +366,5 @@ class CloudWatchProvider(Provider):
         self._ca_file.remove()
 
 
-def create(config: ProviderConfig) -> Provider:
-    return CloudWatchProvider(config)
+def create(config: BackendConfig) -> Backend:
+    return CloudWatchBackend(config)

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
-from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, window_bounds
+from providers.base import BackendConfig, BackendError, QueryResult, Sample, Window, parse_number
+from providers.httpclient import HTTPBackend, window_bounds
 
 DEFAULT_INSTANT_RANGE = 300.0
 API_KEY = "DD_CLIENT_API_KEY"
@@ -38,7 +38,7 @@ def api_base(target: str) -> str:
     return base
 
 
-class DatadogProvider(HTTPProvider):
+class DatadogBackend(HTTPBackend):
     label = "Datadog"
 
     def default_headers(self) -> dict[str, str]:
@@ -63,7 +63,7 @@ class DatadogProvider(HTTPProvider):
             if window.step_seconds:
                 return await self._timeseries(query.strip(), start, end, window.step_seconds)
             return await self._v1(query.strip(), start, end)
-        except ProviderError as exc:
+        except BackendError as exc:
             if exc.message.startswith("Datadog"):
                 raise
             raise self.error(f"Datadog: {exc.message}", auth=exc.auth, retryable=exc.retryable) from None
@@ -159,5 +159,5 @@ class DatadogProvider(HTTPProvider):
         return tuple(sorted(samples, key=lambda s: s.timestamp))
 
 
-def create(config: ProviderConfig) -> DatadogProvider:
-    return DatadogProvider(config)
+def create(config: BackendConfig) -> DatadogBackend:
+    return DatadogBackend(config)

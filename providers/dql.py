@@ -39,8 +39,8 @@ from urllib.parse import urlencode
 
 import orjson
 
-from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, finite, parse_number
-from providers.httpclient import HTTPProvider, duration_text, iso_time, window_bounds
+from providers.base import BackendConfig, BackendError, QueryResult, Sample, Window, finite, parse_number
+from providers.httpclient import HTTPBackend, duration_text, iso_time, window_bounds
 
 QUERY_PATH = "/platform/storage/query/v1/query:"
 DEFAULT_AUTH_URL = "https://sso.dynatrace.com/sso/oauth2/token"
@@ -55,12 +55,12 @@ _NUMERIC = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 def client_credentials(token: str) -> tuple[str, str]:
     """(client id, client secret) from a `dt0s08.XXX.YYY` token, with upstream's checks."""
     if not token.startswith(TOKEN_PREFIX):
-        raise ProviderError(f"the DQL client token does not start with the required prefix {TOKEN_PREFIX}")
+        raise BackendError(f"the DQL client token does not start with the required prefix {TOKEN_PREFIX}")
     parts = token.split(".")
     if len(parts) != 3:
-        raise ProviderError("the DQL client token does not have three dot-separated components")
+        raise BackendError("the DQL client token does not have three dot-separated components")
     if len(parts[2]) != 64:
-        raise ProviderError(f"the DQL client token's secret part has {len(parts[2])} characters, not 64")
+        raise BackendError(f"the DQL client token's secret part has {len(parts[2])} characters, not 64")
     client_id = f"{parts[0]}.{parts[1]}"
     return client_id, token
 
@@ -121,11 +121,11 @@ def value_field(record: dict[str, Any]) -> str:
         return "value"
     candidates = sorted(k for k, v in record.items() if k not in METADATA_FIELDS and _is_candidate(v))
     if not candidates:
-        raise ProviderError(
+        raise BackendError(
             f"the DQL record has no numeric field (fields: {', '.join(sorted(record))[:120]})"
         )
     if len(candidates) > 1:
-        raise ProviderError(
+        raise BackendError(
             f"the DQL record has several numeric fields ({', '.join(candidates)[:120]}); "
             "name the one to use 'value'"
         )
@@ -156,10 +156,10 @@ def record_samples(record: dict[str, Any], end: float, step: float | None) -> li
     ]
 
 
-class DQLProvider(HTTPProvider):
+class DQLBackend(HTTPBackend):
     label = "Dynatrace DQL"
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self._access_token = ""
         self._expires = 0.0
@@ -187,7 +187,7 @@ class DQLProvider(HTTPProvider):
         scope = str(fields.get("scope") or DEFAULT_SCOPE)
         try:
             client_id, client_secret = client_credentials(token)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message, auth=True) from None
         self.remember_secret(token)
         return client_id, client_secret, auth_url, scope
@@ -324,7 +324,7 @@ class DQLProvider(HTTPProvider):
             raise self.error("DQL record is not an object")
         try:
             samples = record_samples(record, end, step)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message) from None
         if not samples:
             raise self.error("DQL query returned no data points (all values are null)")
@@ -333,5 +333,5 @@ class DQLProvider(HTTPProvider):
         return tuple(sorted(samples, key=lambda s: s.timestamp))
 
 
-def create(config: ProviderConfig) -> DQLProvider:
-    return DQLProvider(config)
+def create(config: BackendConfig) -> DQLBackend:
+    return DQLBackend(config)

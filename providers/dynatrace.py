@@ -24,8 +24,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from providers.base import ProviderConfig, QueryResult, Sample, Window, finite
-from providers.httpclient import HTTPProvider, duration_text
+from providers.base import BackendConfig, QueryResult, Sample, Window, finite
+from providers.httpclient import HTTPBackend, duration_text
 
 _EXTRA_PARAM = re.compile(r"&(?=[A-Za-z][A-Za-z0-9_.-]*=)")
 
@@ -55,7 +55,7 @@ def resolution(step_seconds: float) -> str:
     return duration_text(step_seconds)
 
 
-class DynatraceProvider(HTTPProvider):
+class DynatraceBackend(HTTPBackend):
     label = "Dynatrace"
 
     def default_headers(self) -> dict[str, str]:
@@ -148,5 +148,5 @@ class DynatraceProvider(HTTPProvider):
         return tuple(samples)
 
 
-def create(config: ProviderConfig) -> DynatraceProvider:
-    return DynatraceProvider(config)
+def create(config: BackendConfig) -> DynatraceBackend:
+    return DynatraceBackend(config)

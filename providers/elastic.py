@@ -37,8 +37,8 @@ import aiohttp
 import orjson
 
 from providers import jsonpath
-from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, duration_text, iso_time, window_bounds
+from providers.base import BackendConfig, BackendError, QueryResult, Sample, Window, parse_number
+from providers.httpclient import HTTPBackend, duration_text, iso_time, window_bounds
 
 DEFAULT_RANGE = 1800.0
 DEFAULT_TIME_FIELD = "@timestamp"
@@ -78,19 +78,19 @@ class SearchPlan:
         try:
             doc = orjson.loads(query)
         except orjson.JSONDecodeError:
-            raise ProviderError(
+            raise BackendError(
                 "Elasticsearch query must be a JSON object (a query clause or a search body)"
             ) from None
         if not isinstance(doc, dict) or not doc:
-            raise ProviderError("Elasticsearch query must be a non-empty JSON object")
+            raise BackendError("Elasticsearch query must be a non-empty JSON object")
         options = doc.pop("keptn", None) or {}
         if not isinstance(options, dict):
-            raise ProviderError(
+            raise BackendError(
                 "Elasticsearch query: 'keptn' must be an object {valuePath, index, timeField}"
             )
         unknown = set(options) - {"valuePath", "index", "timeField"}
         if unknown:
-            raise ProviderError(f"Elasticsearch query: unknown 'keptn' options {sorted(unknown)}")
+            raise BackendError(f"Elasticsearch query: unknown 'keptn' options {sorted(unknown)}")
         self.index = str(options.get("index") or "")
         self.time_field = options.get("timeField", DEFAULT_TIME_FIELD)
         if SEARCH_KEYS & set(doc):
@@ -108,7 +108,7 @@ class SearchPlan:
         elif len(self.aggs) == 1:
             self.value_path = f"aggregations.{next(iter(self.aggs)).replace('.', chr(92) + '.')}.value"
         else:
-            raise ProviderError(
+            raise BackendError(
                 f"Elasticsearch query has several aggregations ({', '.join(sorted(self.aggs))}); "
                 "say which one with keptn.valuePath"
             )
@@ -132,7 +132,7 @@ class SearchPlan:
             body["query"] = {"bool": {"filter": [original, *filters] if original else filters}}
         if window.step_seconds:
             if not self.time_field:
-                raise ProviderError("Elasticsearch range with step needs a time field (keptn.timeField)")
+                raise BackendError("Elasticsearch range with step needs a time field (keptn.timeField)")
             inner = body.pop("aggs", None) or body.pop("aggregations", None)
             histogram: dict[str, Any] = {
                 "date_histogram": {
@@ -157,7 +157,7 @@ class SearchPlan:
         return ".".join(str(p).replace(".", "\\.") for p in parts)
 
 
-class ElasticProvider(HTTPProvider):
+class ElasticBackend(HTTPBackend):
     label = "Elasticsearch"
 
     def default_headers(self) -> dict[str, str]:
@@ -175,7 +175,7 @@ class ElasticProvider(HTTPProvider):
         try:
             plan = SearchPlan(query)
             body = plan.request(window)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message) from None
         base = self.config.target_server.strip().rstrip("/")
         url = base + (f"/{quote(plan.index, safe=',*')}" if plan.index else "") + "/_search"
@@ -183,7 +183,7 @@ class ElasticProvider(HTTPProvider):
         doc: Any = None
         try:
             doc = self.json(url, raw)
-        except ProviderError:
+        except BackendError:
             if status == 200:
                 raise
         if status != 200:
@@ -200,7 +200,7 @@ class ElasticProvider(HTTPProvider):
             )
         try:
             samples = self._steps(doc, plan) if window.step_seconds else [self._single(doc, plan, window)]
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message) from None
         if not samples:
             raise self.error("Elasticsearch returned no data for the query (every bucket is empty)")
@@ -228,7 +228,7 @@ class ElasticProvider(HTTPProvider):
         value = jsonpath.select(node, path)
         if isinstance(value, list):
             if len(value) != 1:
-                raise ProviderError(f"value path {path!r} yields {len(value)} values; it must yield one")
+                raise BackendError(f"value path {path!r} yields {len(value)} values; it must yield one")
             value = value[0]
         if value is None:
             return None
@@ -239,7 +239,7 @@ class ElasticProvider(HTTPProvider):
     def _single(self, doc: dict[str, Any], plan: SearchPlan, window: Window) -> Sample:
         value = self._value(doc, plan.value_path)
         if value is None:
-            raise ProviderError(f"Elasticsearch returned no data: {plan.value_path!r} is null")
+            raise BackendError(f"Elasticsearch returned no data: {plan.value_path!r} is null")
         _, end = window_bounds(window)
         return Sample(end, value)
 
@@ -256,5 +256,5 @@ class ElasticProvider(HTTPProvider):
         return samples
 
 
-def create(config: ProviderConfig) -> ElasticProvider:
-    return ElasticProvider(config)
+def create(config: BackendConfig) -> ElasticBackend:
+    return ElasticBackend(config)

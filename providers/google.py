@@ -43,7 +43,7 @@ from google.cloud.monitoring_v3.services.metric_service.transports import Metric
 from google.cloud.monitoring_v3.services.query_service.transports import QueryServiceGrpcAsyncIOTransport
 from google.oauth2 import service_account
 
-from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.base import Backend, BackendConfig, BackendError, QueryResult, Sample, Window, finite
 from providers.httpclient import iso_time
 from providers.sdkutil import check_endpoint, scrub, whole_seconds
 
@@ -72,7 +72,7 @@ def parse_target(target: str) -> tuple[str, str, bool]:
     if "://" in text:
         parts = urlsplit(text)
         if parts.scheme not in ("grpc", "https") or not parts.hostname:
-            raise ProviderError(
+            raise BackendError(
                 "google targetServer must be PROJECT, projects/PROJECT or https|grpc://HOST:PORT/projects/PROJECT"
             )
         plaintext = parts.scheme == "grpc"
@@ -80,7 +80,7 @@ def parse_target(target: str) -> tuple[str, str, bool]:
         path = parts.path.strip("/")
     m = _PROJECT.match(path)
     if not m or m.group(1) == "projects":
-        raise ProviderError("google targetServer must name a project: PROJECT or projects/PROJECT")
+        raise BackendError("google targetServer must name a project: PROJECT or projects/PROJECT")
     return host, m.group(1), plaintext
 
 
@@ -102,15 +102,15 @@ def build_list_request(
     """A filter or JSON query plus the window -> ListTimeSeriesRequest (validated by protobuf)."""
     text = query.strip()
     if not text:
-        raise ProviderError("google query is empty")
+        raise BackendError("google query is empty")
     doc: dict[str, Any]
     if text.startswith("{"):
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
-            raise ProviderError("google query looks like JSON but does not parse") from None
+            raise BackendError("google query looks like JSON but does not parse") from None
         if not isinstance(parsed, Mapping) or not isinstance(parsed.get("filter"), str):
-            raise ProviderError('google JSON query needs a "filter" string')
+            raise BackendError('google JSON query needs a "filter" string')
         doc = dict(parsed)
     else:
         doc = {"filter": text}
@@ -134,7 +134,7 @@ def build_list_request(
         return monitoring_v3.ListTimeSeriesRequest.from_json(orjson.dumps(doc).decode())
     except Exception as exc:  # protobuf's ParseError and friends
         detail = " ".join(str(exc).split())[:200]
-        raise ProviderError(f"google query is not a valid ListTimeSeries request: {detail}") from None
+        raise BackendError(f"google query is not a valid ListTimeSeries request: {detail}") from None
 
 
 def _typed_value(value: monitoring_v3.TypedValue) -> float:
@@ -147,17 +147,17 @@ def _typed_value(value: monitoring_v3.TypedValue) -> float:
         return 1.0 if value.bool_value else 0.0
     if kind == "distribution_value":
         if not value.distribution_value.count:
-            raise ProviderError("google point is an empty distribution")
+            raise BackendError("google point is an empty distribution")
         return finite(value.distribution_value.mean, "google distribution mean")
-    raise ProviderError(f"google point of kind {kind or 'unset'} is not a number")
+    raise BackendError(f"google point of kind {kind or 'unset'} is not a number")
 
 
 def _timestamp(value: Any) -> float:
     return float(value.timestamp()) if value is not None else 0.0
 
 
-class GoogleProvider(Provider):
-    def __init__(self, config: ProviderConfig) -> None:
+class GoogleBackend(Backend):
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.host, self.project, self.plaintext = parse_target(config.target_server)
         self._credentials: Any = None
@@ -168,7 +168,7 @@ class GoogleProvider(Provider):
                 info = orjson.loads(sa_json)
                 self._credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
             except Exception:
-                raise ProviderError(
+                raise BackendError(
                     f"google Secret key {key!r} is not a service-account JSON key", auth=True
                 ) from None
         self._lock = asyncio.Lock()
@@ -205,28 +205,28 @@ class GoogleProvider(Provider):
                 )
             return self._metrics, self._mql
 
-    def _error(self, exc: BaseException) -> ProviderError:
+    def _error(self, exc: BaseException) -> BackendError:
         where = f"google project {self.project}"
         if isinstance(exc, TimeoutError | gexc.DeadlineExceeded):
-            return ProviderError(f"{where}: Cloud Monitoring did not answer in time", retryable=True)
+            return BackendError(f"{where}: Cloud Monitoring did not answer in time", retryable=True)
         if isinstance(exc, auth_exc.DefaultCredentialsError):
-            return ProviderError(
+            return BackendError(
                 f"{where}: no Google credentials (Secret service-account JSON or workload identity)",
                 auth=True,
             )
         if isinstance(exc, auth_exc.GoogleAuthError):
-            return ProviderError(
+            return BackendError(
                 f"{where}: Google credentials were rejected ({type(exc).__name__})", auth=True
             )
         if isinstance(exc, gexc.GoogleAPICallError):
             message = scrub(exc.message or "", self.redactor)
             code = exc.grpc_status_code.name if exc.grpc_status_code is not None else str(exc.code)
-            return ProviderError(
+            return BackendError(
                 f"{where}: Cloud Monitoring answered {code}" + (f": {message}" if message else ""),
                 auth=isinstance(exc, AUTH_ERRORS),
                 retryable=isinstance(exc, RETRYABLE_ERRORS),
             )
-        return ProviderError(f"{where}: {type(exc).__name__}", retryable=True)
+        return BackendError(f"{where}: {type(exc).__name__}", retryable=True)
 
     async def query(self, query: str, window: Window) -> QueryResult:
         text = query.strip()
@@ -239,7 +239,7 @@ class GoogleProvider(Provider):
                 return await asyncio.wait_for(self._query_mql(text[4:].strip(), window), self.config.timeout)
             assert request is not None
             return await asyncio.wait_for(self._list(request), self.config.timeout)
-        except ProviderError:
+        except BackendError:
             raise
         except Exception as exc:
             raise self._error(exc) from None
@@ -249,9 +249,9 @@ class GoogleProvider(Provider):
         pager = await metrics.list_time_series(request=request, retry=None, timeout=self.config.timeout)
         with_points = [s for s in await _first_pages(pager, "time_series") if s.points]
         if not with_points:
-            raise ProviderError("google query returned no time series with points in the window")
+            raise BackendError("google query returned no time series with points in the window")
         if len(with_points) > 1:
-            raise ProviderError(
+            raise BackendError(
                 f"google query returned {len(with_points)} time series; narrow the filter or add a "
                 'crossSeriesReducer ("aggregation": {"crossSeriesReducer": "REDUCE_SUM"})'
             )
@@ -261,7 +261,7 @@ class GoogleProvider(Provider):
 
     async def _query_mql(self, mql: str, window: Window) -> QueryResult:
         if not mql:
-            raise ProviderError("google mql: query is empty")
+            raise BackendError("google mql: query is empty")
         lowered = mql.lower()
         if not window.is_instant and "within" not in lowered:
             mql += f" | within {whole_seconds(float(window.range_seconds or 0))}"
@@ -272,14 +272,14 @@ class GoogleProvider(Provider):
         pager = await client.query_time_series(request=request, retry=None, timeout=self.config.timeout)
         with_points = [d for d in await _first_pages(pager, "time_series_data") if d.point_data]
         if not with_points:
-            raise ProviderError("google mql query returned no points")
+            raise BackendError("google mql query returned no points")
         if len(with_points) > 1:
-            raise ProviderError(
+            raise BackendError(
                 f"google mql query returned {len(with_points)} time series; aggregate them in MQL"
             )
         points = with_points[0].point_data
         if any(not p.values for p in points):
-            raise ProviderError("google mql query returned a point without values")
+            raise BackendError("google mql query returned a point without values")
         samples = sorted(
             Sample(_timestamp(p.time_interval.end_time), _typed_value(p.values[0])) for p in points
         )
@@ -292,5 +292,5 @@ class GoogleProvider(Provider):
             await channel.close()
 
 
-def create(config: ProviderConfig) -> Provider:
-    return GoogleProvider(config)
+def create(config: BackendConfig) -> Backend:
+    return GoogleBackend(config)

@@ -39,8 +39,8 @@ import orjson
 from yarl import URL
 
 from providers import jsonpath
-from providers.base import ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, iso_time, origin, window_bounds
+from providers.base import BackendConfig, BackendError, QueryResult, Sample, Window, parse_number
+from providers.httpclient import HTTPBackend, iso_time, origin, window_bounds
 
 #: read-only methods only: a shared provider's credentials must not write to its backend
 METHODS = frozenset({"GET", "POST"})
@@ -62,19 +62,19 @@ class Request:
             try:
                 doc = orjson.loads(text)
             except orjson.JSONDecodeError:
-                raise ProviderError("http query starts with '{' but is not valid JSON") from None
+                raise BackendError("http query starts with '{' but is not valid JSON") from None
             unknown = set(doc) - {"url", "method", "headers", "body", "valuePath", "timestampPath"}
             if unknown:
-                raise ProviderError(f"http query: unknown fields {sorted(unknown)}")
+                raise BackendError(f"http query: unknown fields {sorted(unknown)}")
             self.url = str(doc.get("url") or "")
             self.method = str(doc.get("method") or "GET").upper()
             headers = doc.get("headers") or {}
             if not isinstance(headers, dict):
-                raise ProviderError("http query: 'headers' must be an object")
+                raise BackendError("http query: 'headers' must be an object")
             self.headers = {str(k): str(v) for k, v in headers.items()}
             bad = sorted(k for k in self.headers if k.lower() in FORBIDDEN_HEADERS)
             if bad:
-                raise ProviderError(f"http query: headers {bad} may not be set (they change the target host)")
+                raise BackendError(f"http query: headers {bad} may not be set (they change the target host)")
             self.body = doc.get("body")
             self.value_path = str(doc.get("valuePath") or "")
             self.timestamp_path = str(doc.get("timestampPath") or "")
@@ -82,7 +82,7 @@ class Request:
             self.url, _, self.value_path = text.partition("|")
             self.url, self.value_path = self.url.strip(), self.value_path.strip()
         if self.method not in METHODS:
-            raise ProviderError(f"http query: method {self.method!r} is not one of {sorted(METHODS)}")
+            raise BackendError(f"http query: method {self.method!r} is not one of {sorted(METHODS)}")
         for path in (self.value_path, self.timestamp_path):
             if path:
                 jsonpath.parse(path)
@@ -109,14 +109,14 @@ def _confine(base: str, url: str) -> None:
         mine, theirs = URL(base), URL(url)
         raw_path = urlsplit(url).path
     except ValueError:
-        raise ProviderError("http query url is not a valid URL") from None
+        raise BackendError("http query url is not a valid URL") from None
     if origin(mine) != origin(theirs) or theirs.user or theirs.password:
-        raise ProviderError("http query url must stay on targetServer's scheme, host and port")
+        raise BackendError("http query url must stay on targetServer's scheme, host and port")
     if any(seg in (".", "..") for seg in unquote(raw_path).split("/")):
-        raise ProviderError("http query url may not contain '.' or '..' path segments")
+        raise BackendError("http query url may not contain '.' or '..' path segments")
     prefix = mine.path.rstrip("/")
     if prefix and theirs.path != prefix and not theirs.path.startswith(prefix + "/"):
-        raise ProviderError(f"http query url must stay below targetServer's path {prefix}")
+        raise BackendError(f"http query url must stay below targetServer's path {prefix}")
 
 
 def _fill(text: str, fill: dict[str, str]) -> str:
@@ -151,10 +151,10 @@ def samples_from(value: Any, stamps: Any, end: float, step: float | None) -> lis
         if value is None:
             return []
         if isinstance(value, dict):
-            raise ProviderError("the value path points at an object, not a number")
+            raise BackendError("the value path points at an object, not a number")
         return [Sample(end, parse_number(value))]
     if stamps is not None and (not isinstance(stamps, list) or len(stamps) != len(value)):
-        raise ProviderError("timestampPath must yield one timestamp per value")
+        raise BackendError("timestampPath must yield one timestamp per value")
     spacing = step or 1.0
     out = []
     for i, item in enumerate(value):
@@ -167,13 +167,13 @@ def samples_from(value: Any, stamps: Any, end: float, step: float | None) -> lis
         if item is None:
             continue
         if isinstance(item, dict | list):
-            raise ProviderError("the value path yields objects or arrays, not numbers")
+            raise BackendError("the value path yields objects or arrays, not numbers")
         ts = _timestamp(stamps[i]) if stamps is not None else end - spacing * (len(value) - 1 - i)
         out.append(Sample(ts, parse_number(item)))
     return out
 
 
-class HTTPJSONProvider(HTTPProvider):
+class HTTPJSONBackend(HTTPBackend):
     label = "HTTP endpoint"
 
     def default_headers(self) -> dict[str, str]:
@@ -205,7 +205,7 @@ class HTTPJSONProvider(HTTPProvider):
         try:
             spec = Request(query)
             url = spec.target(self.config.target_server, fill)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message) from None
         kwargs: dict[str, Any] = {"headers": spec.headers} if spec.headers else {}
         if spec.body is not None:
@@ -220,7 +220,7 @@ class HTTPJSONProvider(HTTPProvider):
             raise self.status_error(url, status, raw)
         try:
             samples = self._samples(spec, url, raw, end, window.step_seconds)
-        except ProviderError as exc:
+        except BackendError as exc:
             raise self.error(exc.message) from None
         if not samples:
             raise self.error("the endpoint returned no data (the value is null or empty)")
@@ -233,7 +233,7 @@ class HTTPJSONProvider(HTTPProvider):
             except orjson.JSONDecodeError:
                 return [Sample(end, parse_number(raw.decode("utf-8", "replace").strip(), "the answer"))]
             if isinstance(doc, dict | list):
-                raise ProviderError("the endpoint answered a JSON document; give a valuePath (suffix|path)")
+                raise BackendError("the endpoint answered a JSON document; give a valuePath (suffix|path)")
             return samples_from(doc, None, end, step)
         doc = self.json(url, raw)
         value = jsonpath.select(doc, spec.value_path)
@@ -241,5 +241,5 @@ class HTTPJSONProvider(HTTPProvider):
         return samples_from(value, stamps, end, step)
 
 
-def create(config: ProviderConfig) -> HTTPJSONProvider:
-    return HTTPJSONProvider(config)
+def create(config: BackendConfig) -> HTTPJSONBackend:
+    return HTTPJSONBackend(config)

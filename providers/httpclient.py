@@ -20,7 +20,7 @@ import orjson
 from yarl import URL
 
 from metrics_server.redact import NO_SECRETS, REGISTRY, Redactor
-from providers.base import Provider, ProviderConfig, ProviderError, Window
+from providers.base import Backend, BackendConfig, BackendError, Window
 from providers.egress import PolicyResolver, egress_reason, is_egress_denial
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -38,7 +38,7 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def ssl_context(config: ProviderConfig) -> ssl.SSLContext | bool:
+def ssl_context(config: BackendConfig) -> ssl.SSLContext | bool:
     """TLS settings from `insecureSkipTlsVerify` and the optional CA/client cert in the Secret."""
     ca = config.secret_text("ca.crt")
     cert = config.secret.get("tls.crt")
@@ -53,7 +53,7 @@ def ssl_context(config: ProviderConfig) -> ssl.SSLContext | bool:
             ctx = ssl.create_default_context()
             ctx.load_verify_locations(cadata=ca)
         except ssl.SSLError:
-            raise ProviderError("Secret key ca.crt is not a valid PEM certificate bundle") from None
+            raise BackendError("Secret key ca.crt is not a valid PEM certificate bundle") from None
     elif cert and key:
         ctx = ssl.create_default_context()
     else:
@@ -68,13 +68,13 @@ def ssl_context(config: ProviderConfig) -> ssl.SSLContext | bool:
             try:
                 ctx.load_cert_chain(cf.name, kf.name)
             except ssl.SSLError:
-                raise ProviderError(
+                raise BackendError(
                     "Secret keys tls.crt/tls.key are not a valid certificate and key"
                 ) from None
     return ctx
 
 
-def new_session(config: ProviderConfig, headers: Mapping[str, str] | None = None) -> aiohttp.ClientSession:
+def new_session(config: BackendConfig, headers: Mapping[str, str] | None = None) -> aiohttp.ClientSession:
     """A pooled session for one KeptnMetricsProvider; closed when the provider is rebuilt."""
     connector = aiohttp.TCPConnector(
         limit=config.max_connections,
@@ -109,40 +109,40 @@ def http_error(
     body: bytes,
     detail: str | None = None,
     redactor: Redactor = NO_SECRETS,
-) -> ProviderError:
-    """Map an HTTP failure to a one-line ProviderError with auth/retry hints."""
+) -> BackendError:
+    """Map an HTTP failure to a one-line BackendError with auth/retry hints."""
     if detail is not None:
         what = f"HTTP {status}: {redactor(detail)}"
     else:
         what = describe_status(status, body, redactor)
-    return ProviderError(
+    return BackendError(
         f"{provider} at {safe_url(url)} answered {what}",
         auth=status in (401, 403),
         retryable=status == 429 or status >= 500,
     )
 
 
-def transport_error(provider: str, url: str, exc: BaseException) -> ProviderError:
+def transport_error(provider: str, url: str, exc: BaseException) -> BackendError:
     """Timeouts and connection failures, without leaking URLs' credentials."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return ProviderError(f"{provider} at {safe_url(url)} did not answer in time", retryable=True)
+        return BackendError(f"{provider} at {safe_url(url)} did not answer in time", retryable=True)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-        return ProviderError(f"{provider} at {safe_url(url)}: TLS verification failed ({type(exc).__name__})")
+        return BackendError(f"{provider} at {safe_url(url)}: TLS verification failed ({type(exc).__name__})")
     if isinstance(exc, aiohttp.ClientConnectorError) and is_egress_denial(exc.os_error):
-        return ProviderError(f"{provider} at {safe_url(url)}: {egress_reason(exc.os_error)}")
+        return BackendError(f"{provider} at {safe_url(url)}: {egress_reason(exc.os_error)}")
     if isinstance(exc, aiohttp.ClientConnectorError):
         reason = exc.os_error.strerror or exc
-        return ProviderError(f"{provider} at {safe_url(url)} is unreachable ({reason})", retryable=True)
+        return BackendError(f"{provider} at {safe_url(url)} is unreachable ({reason})", retryable=True)
     if isinstance(exc, aiohttp.InvalidURL):
-        return ProviderError(f"{provider}: invalid target URL {safe_url(url)}")
-    return ProviderError(f"{provider} at {safe_url(url)}: {type(exc).__name__}", retryable=True)
+        return BackendError(f"{provider}: invalid target URL {safe_url(url)}")
+    return BackendError(f"{provider} at {safe_url(url)}: {type(exc).__name__}", retryable=True)
 
 
 def parse_json(provider: str, url: str, body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise ProviderError(f"{provider} at {safe_url(url)} answered malformed JSON") from None
+        raise BackendError(f"{provider} at {safe_url(url)} answered malformed JSON") from None
 
 
 #: Answers at least this large are decoded in a worker thread: orjson takes ~1 ms per MB, and
@@ -163,7 +163,7 @@ async def read_body(resp: aiohttp.ClientResponse) -> bytes:
     async for chunk in resp.content.iter_chunked(65536):
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ProviderError(f"answer from {safe_url(str(resp.url))} exceeds {MAX_BODY_BYTES} bytes")
+            raise BackendError(f"answer from {safe_url(str(resp.url))} exceeds {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -184,7 +184,7 @@ async def request(
     url: str,
     **kwargs: Any,
 ) -> tuple[int, bytes]:
-    """One HTTP exchange; transport failures become ProviderError, status is returned.
+    """One HTTP exchange; transport failures become BackendError, status is returned.
 
     Redirects are followed only within the origin of the first request: every session
     carries the provider's credentials (headers, basic auth, client certificate), and a
@@ -199,7 +199,7 @@ async def request(
                     return resp.status, await read_body(resp)
                 target = resp.url.join(URL(location))
                 if origin(target) != origin(resp.url):
-                    raise ProviderError(
+                    raise BackendError(
                         f"{provider} at {safe_url(url)} redirected to another origin "
                         f"({safe_url(str(target.origin()))}); not followed, because the provider's "
                         "credentials are never sent to another origin (set targetServer to the final address)"
@@ -209,8 +209,8 @@ async def request(
                 kwargs = {k: v for k, v in kwargs.items() if k not in ("data", "json")}
             kwargs.pop("params", None)  # the Location is the complete next URL
             current = str(target)
-        raise ProviderError(f"{provider} at {safe_url(url)}: more than {MAX_REDIRECTS} redirects")
-    except ProviderError:
+        raise BackendError(f"{provider} at {safe_url(url)}: more than {MAX_REDIRECTS} redirects")
+    except BackendError:
         raise
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise transport_error(provider, url, exc) from None
@@ -262,7 +262,7 @@ def _header_forms(values: Iterable[str]) -> list[str]:
     return [v for v in out if v]
 
 
-class HTTPProvider(Provider):
+class HTTPBackend(Backend):
     """Base for providers over one aiohttp session: lazy session, redaction, error mapping.
 
     Subclasses set `label` (the backend's name in messages) and may override
@@ -272,7 +272,7 @@ class HTTPProvider(Provider):
 
     label = "backend"
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self._session: aiohttp.ClientSession | None = None
         self._redactor: Redactor | None = None
@@ -297,12 +297,12 @@ class HTTPProvider(Provider):
     def scrub(self, text: str) -> str:
         return " ".join(self.redactor(text).split())
 
-    def error(self, message: str, *, auth: bool = False, retryable: bool = False) -> ProviderError:
-        return ProviderError(self.scrub(message), auth=auth, retryable=retryable)
+    def error(self, message: str, *, auth: bool = False, retryable: bool = False) -> BackendError:
+        return BackendError(self.scrub(message), auth=auth, retryable=retryable)
 
-    def status_error(self, url: str, status: int, body: bytes, detail: str | None = None) -> ProviderError:
+    def status_error(self, url: str, status: int, body: bytes, detail: str | None = None) -> BackendError:
         exc = http_error(self.label, url, status, body, detail, self.redactor)
-        return ProviderError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable)
+        return BackendError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable)
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -312,8 +312,8 @@ class HTTPProvider(Provider):
     async def fetch(self, method: str, url: str, **kwargs: Any) -> tuple[int, bytes]:
         try:
             return await request(self.session(), self.label, method, url, **kwargs)
-        except ProviderError as exc:
-            raise ProviderError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable) from None
+        except BackendError as exc:
+            raise BackendError(self.scrub(exc.message), auth=exc.auth, retryable=exc.retryable) from None
 
     def json(self, url: str, body: bytes) -> Any:
         return parse_json(self.label, url, body)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from providers.base import ProviderError
+from providers.base import BackendError
 
 EACH = object()  # `#` / `[*]`: every element
 COUNT = object()  # trailing `#`: the array's length
@@ -54,7 +54,7 @@ def parse(path: str) -> list[Component]:
             flush()
             close = text.find("]", i)
             if close < 0:
-                raise ProviderError(f"value path {path!r}: unclosed '['")
+                raise BackendError(f"value path {path!r}: unclosed '['")
             inner = text[i + 1 : close].strip()
             if len(inner) >= 2 and inner[0] == inner[-1] and inner[0] in "'\"":
                 parts.append(inner[1:-1])
@@ -71,7 +71,7 @@ def parse(path: str) -> list[Component]:
         i += 1
     flush()
     if not parts:
-        raise ProviderError("the value path is empty")
+        raise BackendError("the value path is empty")
     out: list[Component] = []
     for n, (part, quoted) in enumerate(zip(parts, raw, strict=True)):
         assert isinstance(part, str)
@@ -102,7 +102,7 @@ def _step(node: Any, part: Component, done: list[Component], path: str) -> Any:
             try:
                 return node[part]
             except IndexError:
-                raise ProviderError(
+                raise BackendError(
                     f"value path {path!r}: index {part} out of range at {_show(done)!r} ({len(node)} items)"
                 ) from None
         if isinstance(node, dict) and str(part) in node:
@@ -112,9 +112,9 @@ def _step(node: Any, part: Component, done: list[Component], path: str) -> Any:
             if part in node:
                 return node[part]
             keys = ", ".join(sorted(str(k) for k in node)[:8])
-            raise ProviderError(f"value path {path!r}: no key {part!r} at {_show(done)!r} (keys: {keys})")
+            raise BackendError(f"value path {path!r}: no key {part!r} at {_show(done)!r} (keys: {keys})")
     kind = type(node).__name__ if node is not None else "null"
-    raise ProviderError(f"value path {path!r}: cannot take {_show([part])!r} of a {kind} at {_show(done)!r}")
+    raise BackendError(f"value path {path!r}: cannot take {_show([part])!r} of a {kind} at {_show(done)!r}")
 
 
 def select(document: Any, path: str | list[Component]) -> Any:
@@ -128,11 +128,11 @@ def _walk(node: Any, parts: list[Component], done: list[Component], path: str) -
     for n, part in enumerate(parts):
         if part is COUNT:
             if not isinstance(node, list):
-                raise ProviderError(f"value path {path!r}: '#' needs an array at {_show(done)!r}")
+                raise BackendError(f"value path {path!r}: '#' needs an array at {_show(done)!r}")
             return len(node)
         if part is EACH:
             if not isinstance(node, list):
-                raise ProviderError(f"value path {path!r}: '#' needs an array at {_show(done)!r}")
+                raise BackendError(f"value path {path!r}: '#' needs an array at {_show(done)!r}")
             rest = parts[n + 1 :]
             return [_walk(item, rest, [*done, i], path) for i, item in enumerate(node)]
         node = _step(node, part, done, path)

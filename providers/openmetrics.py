@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, finite
+from providers.base import Backend, BackendConfig, BackendError, QueryResult, Sample, Window, finite
 from providers.exposition import ExpositionError, SampleRow
-from providers.httpclient import HTTPProvider, safe_url
+from providers.httpclient import HTTPBackend, safe_url
 from providers.scrape import DEFAULT_TTL, ParserPool, ScrapeCache, credentials_fingerprint
 
 _AGGREGATIONS: dict[str, Callable[[Sequence[float]], float]] = {
@@ -63,30 +63,30 @@ class Selector:
 
 
 def parse_selector(query: str) -> Selector:
-    """Parse `[agg(]name{l="v",...}[)]`; raises ProviderError naming what is wrong."""
+    """Parse `[agg(]name{l="v",...}[)]`; raises BackendError naming what is wrong."""
     m = _QUERY.match(query)
     if not m:
-        raise ProviderError(f"invalid openmetrics query {query!r}")
+        raise BackendError(f"invalid openmetrics query {query!r}")
     agg = m.group("agg")
     body = m.group("inner") if agg else m.group("plain")
     if agg is not None and agg not in _AGGREGATIONS:
-        raise ProviderError(f"unsupported aggregation {agg!r} (use {', '.join(_AGGREGATIONS)})")
+        raise BackendError(f"unsupported aggregation {agg!r} (use {', '.join(_AGGREGATIONS)})")
     sm = _SELECTOR.match(body or "")
     if not sm:
-        raise ProviderError(f'invalid series selector {body!r} (expected name{{label="value"}})')
+        raise BackendError(f'invalid series selector {body!r} (expected name{{label="value"}})')
     matchers: list[Matcher] = []
     text = (sm.group("matchers") or "").strip()
     pos = 0
     while pos < len(text):
         mm = _MATCHER.match(text, pos)
         if not mm:
-            raise ProviderError(f"invalid label matcher near {text[pos : pos + 30]!r}")
+            raise BackendError(f"invalid label matcher near {text[pos : pos + 30]!r}")
         value = mm.group("value").encode().decode("unicode_escape")
         if mm.group("op") in ("=~", "!~"):
             try:
                 re.compile(value)
             except re.error as exc:
-                raise ProviderError(f"invalid regular expression {value!r}: {exc}") from None
+                raise BackendError(f"invalid regular expression {value!r}: {exc}") from None
         matchers.append(Matcher(mm.group("label"), mm.group("op"), value))
         pos = mm.end()
     return Selector(agg, sm.group("name"), tuple(matchers))
@@ -108,10 +108,10 @@ def select(rows: list[SampleRow], selector: Selector) -> list[SampleRow]:
     return [row for row in rows if all(m.matches(row[0]) for m in selector.matchers)]
 
 
-class OpenMetricsProvider(HTTPProvider):
+class OpenMetricsBackend(HTTPBackend):
     label = "openmetrics"
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self._selectors: dict[str, Selector] = {}
         c = config
@@ -137,7 +137,7 @@ class OpenMetricsProvider(HTTPProvider):
 
     async def query(self, query: str, window: Window) -> QueryResult:
         if not window.is_instant:
-            raise ProviderError("openmetrics reads the current value only; remove spec.range")
+            raise BackendError("openmetrics reads the current value only; remove spec.range")
         selector = self._selectors.get(query)
         if selector is None:
             selector = self._selectors[query] = parse_selector(query)
@@ -155,11 +155,11 @@ class OpenMetricsProvider(HTTPProvider):
             raise self.error(f"the endpoint answered an unparsable exposition: {exc}") from None
         found = select(rows, selector)
         if not found:
-            raise ProviderError(f"no series matches {query!r} at {safe_url(url)}")
+            raise BackendError(f"no series matches {query!r} at {safe_url(url)}")
         now = fetched_at  # the scrape's time: it may be shared and up to the cache TTL old
         if selector.aggregation is None:
             if len(found) > 1:
-                raise ProviderError(
+                raise BackendError(
                     f"{len(found)} series match {query!r}; narrow the selector or wrap it in sum(...), "
                     "max(...), min(...) or avg(...)"
                 )
@@ -174,5 +174,5 @@ def _raw(found: list[tuple[dict[str, str], float, float | None]]) -> bytes:
     return orjson.dumps([{"labels": labels, "value": value} for labels, value, _ in found[:100]])
 
 
-def create(config: ProviderConfig) -> Provider:
-    return OpenMetricsProvider(config)
+def create(config: BackendConfig) -> Backend:
+    return OpenMetricsBackend(config)

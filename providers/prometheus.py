@@ -21,11 +21,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from providers.base import Provider, ProviderConfig, ProviderError, QueryResult, Sample, Window, parse_number
-from providers.httpclient import HTTPProvider, parse_json_off_loop, safe_url
+from providers.base import Backend, BackendConfig, BackendError, QueryResult, Sample, Window, parse_number
+from providers.httpclient import HTTPBackend, parse_json_off_loop, safe_url
 
 
-def _headers(config: ProviderConfig) -> dict[str, str]:
+def _headers(config: BackendConfig) -> dict[str, str]:
     headers = {"Accept": "application/json"}
     token = config.secret_text("token")
     if token:
@@ -36,7 +36,7 @@ def _headers(config: ProviderConfig) -> dict[str, str]:
     return headers
 
 
-def _basic_auth(config: ProviderConfig) -> aiohttp.BasicAuth | None:
+def _basic_auth(config: BackendConfig) -> aiohttp.BasicAuth | None:
     user = config.secret_text("user")
     password = config.secret_text("password")
     if user is None and password is None:
@@ -50,10 +50,10 @@ def _labels(metric: Any) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(metric.items())) + "}"
 
 
-class PrometheusProvider(HTTPProvider):
-    """One pooled session per KeptnMetricsProvider (HTTPProvider's); messages name the type."""
+class PrometheusBackend(HTTPBackend):
+    """One pooled session per KeptnMetricsProvider (HTTPBackend's); messages name the type."""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.base = config.target_server.rstrip("/")
         self.kind = self.label = config.type
@@ -103,47 +103,47 @@ class PrometheusProvider(HTTPProvider):
 
     def _samples(self, payload: Any, window: Window, url: str) -> tuple[Sample, ...]:
         if not isinstance(payload, dict) or payload.get("status") != "success":
-            raise ProviderError(f"{self.kind} at {safe_url(url)} answered without status success")
+            raise BackendError(f"{self.kind} at {safe_url(url)} answered without status success")
         data = payload.get("data")
         if not isinstance(data, dict):
-            raise ProviderError(f"{self.kind} at {safe_url(url)} answered without data")
+            raise BackendError(f"{self.kind} at {safe_url(url)} answered without data")
         rtype, result = data.get("resultType"), data.get("result")
         if rtype == "scalar":
             return (self._point(result),)
         if rtype == "string":
-            raise ProviderError("the query returned a string, not a number")
+            raise BackendError("the query returned a string, not a number")
         if not isinstance(result, list):
-            raise ProviderError(f"{self.kind} at {safe_url(url)} answered a malformed result")
+            raise BackendError(f"{self.kind} at {safe_url(url)} answered a malformed result")
         if not result:
-            raise ProviderError("the query returned no data")
+            raise BackendError("the query returned no data")
         if len(result) > 1:
             shown = ", ".join(_labels(s.get("metric") if isinstance(s, dict) else None) for s in result[:3])
-            raise ProviderError(
+            raise BackendError(
                 f"the query returned {len(result)} series ({shown}{', ...' if len(result) > 3 else ''}); "
                 "aggregate them to one, e.g. sum(...) or max(...)"
             )
         series = result[0]
         if not isinstance(series, dict):
-            raise ProviderError(f"{self.kind} at {safe_url(url)} answered a malformed series")
+            raise BackendError(f"{self.kind} at {safe_url(url)} answered a malformed series")
         if rtype == "vector":
             return (self._point(series.get("value")),)
         if rtype == "matrix":
             if window.is_instant:
-                raise ProviderError(
+                raise BackendError(
                     "the query returned a range vector; wrap it in a function such as max_over_time(...)"
                 )
             points = series.get("values")
             if not isinstance(points, list) or not points:
-                raise ProviderError("the query returned no data")
+                raise BackendError("the query returned no data")
             return tuple(self._point(p) for p in points)
-        raise ProviderError(f"unsupported result type {rtype!r}")
+        raise BackendError(f"unsupported result type {rtype!r}")
 
     @staticmethod
     def _point(point: Any) -> Sample:
         if not isinstance(point, list) or len(point) != 2:
-            raise ProviderError("malformed sample in the answer")
+            raise BackendError("malformed sample in the answer")
         return Sample(timestamp=parse_number(point[0], "timestamp"), value=parse_number(point[1]))
 
 
-def create(config: ProviderConfig) -> Provider:
-    return PrometheusProvider(config)
+def create(config: BackendConfig) -> Backend:
+    return PrometheusBackend(config)

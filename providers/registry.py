@@ -1,8 +1,8 @@
 """Every `KeptnMetricsProvider.spec.type` we accept, in one table.
 
 The model's validation, the CLI's `--provider-type` choices, the CRD enum
-(`deploy/crdgen.py`) and `create_provider` all read this table, so adding a backend is one
-module exposing `create(config) -> Provider` plus one line here. This module imports no
+(`deploy/crdgen.py`) and `create_backend` all read this table, so adding a backend is one
+module exposing `create(config) -> Backend` plus one line here. This module imports no
 backend: a server with only Prometheus providers never loads boto3.
 """
 
@@ -21,7 +21,7 @@ class BackendType:
     """One accepted provider type and where its implementation lives."""
 
     name: str
-    module: str  # imported on first use; exposes `create(config) -> Provider`
+    module: str  # imported on first use; exposes `create(config) -> Backend`
     upstream: bool  # also a type in upstream Keptn's CRD (else an addition of ours)
     secret_keys: tuple[str, ...]  # the Secret keys it may read, for docs and `--help`
     extra: str | None = None  # the pip extra carrying its SDK, when it needs one

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from metrics_server.redact import Redactor
-from providers.base import ProviderConfig, ProviderError
+from providers.base import BackendConfig, BackendError
 from providers.egress import EgressDenied
 
 
@@ -49,7 +49,7 @@ class CAFile:
             self.path = None
 
 
-async def check_endpoint(config: ProviderConfig, target: str | None, label: str) -> None:
+async def check_endpoint(config: BackendConfig, target: str | None, label: str) -> None:
     """Refuse a tenant-chosen SDK endpoint the egress policy denies (see providers/egress.py).
 
     The SDKs open their own connections, so this resolves the endpoint's host just before the
@@ -68,7 +68,7 @@ async def check_endpoint(config: ProviderConfig, target: str | None, label: str)
             for info in infos:
                 config.egress.check(str(info[4][0]))
     except EgressDenied as exc:
-        raise ProviderError(f"{label}: {exc}") from None
+        raise BackendError(f"{label}: {exc}") from None
     except OSError:
         return  # unresolvable: the SDK reports it in its own words
 

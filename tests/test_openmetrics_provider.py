@@ -9,7 +9,7 @@ from aiohttp import web
 
 from metrics_server.fetch import fetch_once
 from metrics_server.model import MetricRange
-from providers import ProviderConfig, ProviderError, create_provider
+from providers import BackendConfig, BackendError, create_backend
 from providers.openmetrics import parse_selector
 
 EXPOSITION = """\
@@ -38,8 +38,8 @@ async def exporter(aiohttp_server: Any) -> str:
 
 
 async def value(url: str, query: str, mrange: MetricRange | None = None) -> float:
-    cfg = ProviderConfig(type="openmetrics", target_server=url, timeout=2)
-    client = create_provider(cfg)
+    cfg = BackendConfig(type="openmetrics", target_server=url, timeout=2)
+    client = create_backend(cfg)
     try:
         return (await fetch_once(client, cfg, query, mrange)).value
     finally:
@@ -73,12 +73,12 @@ async def test_selectors_and_aggregations(exporter: str, query: str, expected: f
     ],
 )
 async def test_errors_are_clear(exporter: str, query: str, words: str) -> None:
-    with pytest.raises(ProviderError, match=words):
+    with pytest.raises(BackendError, match=words):
         await value(exporter, query)
 
 
 async def test_range_is_not_supported(exporter: str) -> None:
-    with pytest.raises(ProviderError, match="current value only"):
+    with pytest.raises(BackendError, match="current value only"):
         await value(exporter, "process_resident_memory_bytes", MetricRange(interval="5m"))
 
 

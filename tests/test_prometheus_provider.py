@@ -13,7 +13,7 @@ from aiohttp import web
 
 from metrics_server.fetch import fetch_once
 from metrics_server.model import MetricRange
-from providers import ProviderConfig, ProviderError, Window, create_provider
+from providers import BackendConfig, BackendError, Window, create_backend
 from tests.prometheus_server import PrometheusServer, run_prometheus, tsdb_copy
 
 pytestmark = pytest.mark.prometheus
@@ -23,22 +23,22 @@ END = (int(time.time()) // 60) * 60 + 30.0
 DIGIT_AT_END = (int(END) // 60) % 10
 
 
-def config(url: str, ptype: str = "prometheus", **kw: Any) -> ProviderConfig:
-    return ProviderConfig(type=ptype, target_server=url, timeout=kw.pop("timeout", 5.0), **kw)
+def config(url: str, ptype: str = "prometheus", **kw: Any) -> BackendConfig:
+    return BackendConfig(type=ptype, target_server=url, timeout=kw.pop("timeout", 5.0), **kw)
 
 
 async def value_of(
-    cfg: ProviderConfig, query: str, mrange: MetricRange | None = None, end: float | None = None
+    cfg: BackendConfig, query: str, mrange: MetricRange | None = None, end: float | None = None
 ) -> float:
-    client = create_provider(cfg)
+    client = create_backend(cfg)
     try:
         return (await fetch_once(client, cfg, query, mrange, end=end)).value
     finally:
         await client.close()
 
 
-async def error_of(cfg: ProviderConfig, query: str, mrange: MetricRange | None = None) -> ProviderError:
-    with pytest.raises(ProviderError) as info:
+async def error_of(cfg: BackendConfig, query: str, mrange: MetricRange | None = None) -> BackendError:
+    with pytest.raises(BackendError) as info:
         await value_of(cfg, query, mrange)
     assert "\n" not in info.value.message
     return info.value
@@ -113,7 +113,7 @@ async def test_range_with_step_aggregates_every_point(
 
 
 async def test_range_step_sends_start_end_and_step(prometheus: PrometheusServer) -> None:
-    client = create_provider(config(prometheus.url))
+    client = create_backend(config(prometheus.url))
     try:
         result = await client.query("minute_digit", Window(range_seconds=540, step_seconds=60, end=END))
     finally:
@@ -207,7 +207,7 @@ async def test_get_fallback_when_post_is_not_allowed(
 
     url = await start_proxy(aiohttp_server, prometheus.url, check)
     cfg = config(url)
-    client = create_provider(cfg)
+    client = create_backend(cfg)
     try:
         for _ in range(2):
             assert (await fetch_once(client, cfg, "constant_seven", None)).value == 7

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from providers import ProviderConfig, ProviderError, Window, create_provider, openmetrics
+from providers import BackendConfig, BackendError, Window, create_backend, openmetrics
 from providers.exposition import index_samples
 from providers.scrape import ParserPool, ScrapeCache
 
@@ -50,8 +50,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-async def query_all(configs: list[ProviderConfig], queries: list[str]) -> list[float]:
-    clients = [create_provider(c) for c in configs]
+async def query_all(configs: list[BackendConfig], queries: list[str]) -> list[float]:
+    clients = [create_backend(c) for c in configs]
     try:
         results = await asyncio.gather(*(client.query(q, Window()) for client in clients for q in queries))
     finally:
@@ -63,7 +63,7 @@ async def query_all(configs: list[ProviderConfig], queries: list[str]) -> list[f
 async def test_eight_queries_on_one_target_cost_one_download_and_one_parse(exporter, clock) -> None:
     exp, url = exporter
     queries = [f"sum(m{i})" for i in range(8)]
-    values = await query_all([ProviderConfig(type="openmetrics", target_server=url)], queries)
+    values = await query_all([BackendConfig(type="openmetrics", target_server=url)], queries)
     assert values == [i * 11 for i in range(8)]
     assert exp.requests == 1
     assert openmetrics.SCRAPES.downloads == 1 and openmetrics.SCRAPES.parses == 1
@@ -71,7 +71,7 @@ async def test_eight_queries_on_one_target_cost_one_download_and_one_parse(expor
 
 async def test_providers_with_the_same_target_and_credentials_share_the_scrape(exporter, clock) -> None:
     exp, url = exporter
-    same = [ProviderConfig(type="openmetrics", target_server=url, name=f"ns{i}/p") for i in range(3)]
+    same = [BackendConfig(type="openmetrics", target_server=url, name=f"ns{i}/p") for i in range(3)]
     await query_all(same, ['m1{shard="a"}', "sum(m2)"])
     assert exp.requests == 1
 
@@ -79,9 +79,9 @@ async def test_providers_with_the_same_target_and_credentials_share_the_scrape(e
 async def test_different_credentials_never_share_a_scrape(exporter, clock) -> None:
     exp, url = exporter
     configs = [
-        ProviderConfig(type="openmetrics", target_server=url),
-        ProviderConfig(type="openmetrics", target_server=url, secret={"token": b"tenant-a"}),
-        ProviderConfig(type="openmetrics", target_server=url, secret={"token": b"tenant-b"}),
+        BackendConfig(type="openmetrics", target_server=url),
+        BackendConfig(type="openmetrics", target_server=url, secret={"token": b"tenant-a"}),
+        BackendConfig(type="openmetrics", target_server=url, secret={"token": b"tenant-b"}),
     ]
     await query_all(configs, ["sum(m1)"])
     assert exp.requests == 3
@@ -90,7 +90,7 @@ async def test_different_credentials_never_share_a_scrape(exporter, clock) -> No
 
 async def test_a_scrape_is_reused_only_within_its_ttl(exporter, clock) -> None:
     exp, url = exporter
-    config = ProviderConfig(type="openmetrics", target_server=url)
+    config = BackendConfig(type="openmetrics", target_server=url)
     assert await query_all([config], ["sum(m3)"]) == [33]
     exp.body = EXPOSITION.replace('m3{shard="a"} 3', 'm3{shard="a"} 4')
     clock[0] += 0.5
@@ -103,9 +103,9 @@ async def test_a_scrape_is_reused_only_within_its_ttl(exporter, clock) -> None:
 
 async def test_failures_are_not_cached(exporter, clock) -> None:
     exp, url = exporter
-    config = ProviderConfig(type="openmetrics", target_server=url)
+    config = BackendConfig(type="openmetrics", target_server=url)
     exp.body = "not an exposition {{{"
-    with pytest.raises(ProviderError, match="unparsable"):
+    with pytest.raises(BackendError, match="unparsable"):
         await query_all([config], ["sum(m1)"])
     exp.body = EXPOSITION
     clock[0] += 2

@@ -26,11 +26,11 @@ from metrics_server.controller.model import (
 )
 from metrics_server.controller.scoring import ObjectiveValue
 from metrics_server.controller.template import TemplateError, render
-from metrics_server.fetch import ProviderPool, fetch_once
+from metrics_server.fetch import BackendPool, fetch_once
 from metrics_server.model import KeptnMetricsProvider, MetricRange, ObjectKey
 from metrics_server.state import format_value, rfc3339
 from metrics_server.tenancy import may_use_provider, provider_denied_message
-from providers import ProviderError
+from providers import BackendError
 
 INSTANT_ONLY_TYPES = frozenset({"openmetrics"})
 INSTANT_TOLERANCE = 300.0
@@ -94,13 +94,13 @@ def prepare(
 
 
 async def fetch_value(
-    pool: ProviderPool, prepared: PreparedQuery, start: float, end: float, now: float
+    pool: BackendPool, prepared: PreparedQuery, start: float, end: float, now: float
 ) -> float:
-    """One value for one objective over [start, end]; raises ProviderError."""
+    """One value for one objective over [start, end]; raises BackendError."""
     client, config = await pool.get(prepared.provider)
     if prepared.provider.type in INSTANT_ONLY_TYPES:
         if now - end > INSTANT_TOLERANCE:
-            raise ProviderError(
+            raise BackendError(
                 f"provider type {prepared.provider.type} reads only the current value; it cannot "
                 f"answer for a timeframe that ended at {rfc3339(end)} (use timeframe.recent)"
             )
@@ -117,7 +117,7 @@ async def collect_values(
     *,
     templates: TemplateLookup,
     providers: ProviderLookup,
-    pool: ProviderPool,
+    pool: BackendPool,
     start: float,
     end: float,
     now: float,
@@ -145,7 +145,7 @@ async def collect_values(
     async def one(prepared: PreparedQuery) -> ObjectiveValue:
         try:
             value = await fetch_value(pool, prepared, start, end, now)
-        except ProviderError as exc:
+        except BackendError as exc:
             return ObjectiveValue(None, prepared.query, exc.message)
         return ObjectiveValue(value, prepared.query)
 

@@ -193,7 +193,7 @@ async def _read_objectives(
 ) -> dict[int, MetricReading]:
     from metrics_server.fetch import fetch_once
     from metrics_server.state import format_value
-    from providers import ProviderError
+    from providers import BackendError
 
     async def one(i: int) -> tuple[int, MetricReading]:
         objective = definition.objectives[i]
@@ -214,7 +214,7 @@ async def _read_objectives(
         try:
             client, config = await pool.get(provider)
             outcome = await fetch_once(client, config, metric.query, metric.range)
-        except ProviderError as exc:
+        except BackendError as exc:
             return i, MetricReading(None, "", f"KeptnMetric {metric.key}: {exc.message}")
         return i, MetricReading(outcome.value, format_value(outcome.value))
 
@@ -223,7 +223,7 @@ async def _read_objectives(
 
 
 async def _evaluate(args: argparse.Namespace) -> int:
-    from metrics_server.fetch import ProviderPool
+    from metrics_server.fetch import BackendPool
 
     env = _Env(args)
     definition = _find_definition(env, args.definition)
@@ -233,7 +233,7 @@ async def _evaluate(args: argparse.Namespace) -> int:
         if args.retry_interval is not None
         else definition.retry_interval_seconds
     )
-    pool = ProviderPool(env.store, timeout=args.fetch_timeout)
+    pool = BackendPool(env.store, timeout=args.fetch_timeout)
     started = time.time()
     previous: dict[str, Any] = {}
     attempt = 0
@@ -300,7 +300,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 async def _analyze(args: argparse.Namespace) -> int:
-    from metrics_server.fetch import ProviderPool
+    from metrics_server.fetch import BackendPool
 
     env = _Env(args)
     key = ObjectKey(env.namespace, args.analysis)
@@ -316,7 +316,7 @@ async def _analyze(args: argparse.Namespace) -> int:
     retries = max(1, args.retries)
     now = time.time()
     start, end = analysis.timeframe.resolve(now)
-    pool = ProviderPool(env.store, timeout=args.fetch_timeout)
+    pool = BackendPool(env.store, timeout=args.fetch_timeout)
     values: dict[str, ObjectiveValue] = {}
     try:
         for attempt in range(1, retries + 1):

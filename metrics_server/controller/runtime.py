@@ -55,7 +55,7 @@ from metrics_server.controller.model import (
     parse_value_template,
 )
 from metrics_server.controller.scoring import ObjectiveValue
-from metrics_server.fetch import ProviderPool
+from metrics_server.fetch import BackendPool
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
 from metrics_server.kube.events import Event, ObjectReference, default_instance, event_body
 from metrics_server.kube.informer import Informer
@@ -166,7 +166,7 @@ class LifecycleController:
         self._generations: dict[_Item, tuple[str, int]] = {}
         self._timers: dict[_Item, asyncio.Task[None]] = {}
         self._analysis_attempts: dict[tuple[ObjectKey, str], int] = {}
-        self.pool = ProviderPool(store, timeout=options.fetch_timeout, egress=options.egress)
+        self.pool = BackendPool(store, timeout=options.fetch_timeout, egress=options.egress)
         self.instance = default_instance()
         self.reconciles = 0  # observability and tests
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 
 from apiservice import keda_proto as pb
-from metrics_server.fetch import ProviderPool, fetch_once
+from metrics_server.fetch import BackendPool, fetch_once
 from metrics_server.http_server import MetricsPortApp
-from providers import ProviderError
+from providers import BackendError
 from tests.api.conftest import World
 from tests.api.test_keda_grpc import Client, ref
 from tests.security.test_redaction import BASIC, PASSWORD, echo_app, leaked, shared_provider
@@ -26,10 +26,10 @@ RES = "keptnmetrics.metrics.keptn.sh"
 async def backend_error(aiohttp_server: Any) -> str:
     server = await aiohttp_server(echo_app())
     store, provider = shared_provider(f"http://127.0.0.1:{server.port}")
-    pool = ProviderPool(store)
+    pool = BackendPool(store)
     try:
         client, config = await pool.get(provider)
-        with pytest.raises(ProviderError) as err:
+        with pytest.raises(BackendError) as err:
             await fetch_once(client, config, "/fail|value", None)
         return err.value.message
     finally:

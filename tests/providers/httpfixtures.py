@@ -15,7 +15,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from providers.base import ProviderConfig, ProviderError
+from providers.base import BackendConfig, BackendError
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def make_config(
     key: str = "",
     timeout: float = 2.0,
     insecure: bool = False,
-) -> ProviderConfig:
-    return ProviderConfig(
+) -> BackendConfig:
+    return BackendConfig(
         type=type_,
         target_server=target,
         secret={k: v.encode() for k, v in (secret or {}).items()},
@@ -50,7 +50,7 @@ def make_config(
     )
 
 
-def assert_clean(exc: ProviderError, *secrets: str) -> None:
+def assert_clean(exc: BackendError, *secrets: str) -> None:
     """A provider error is one line and never shows a credential."""
     message = str(exc)
     assert "\n" not in message

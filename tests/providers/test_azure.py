@@ -22,7 +22,7 @@ trustme = pytest.importorskip("trustme")
 from aiohttp import web  # noqa: E402
 
 from providers.azure import create, endpoints, grain, namespace_of, parse_query  # noqa: E402
-from providers.base import ProviderConfig, ProviderError, Window  # noqa: E402
+from providers.base import BackendConfig, BackendError, Window  # noqa: E402
 
 SUB = "12345678-1234-1234-1234-123456789abc"
 VM = f"/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
@@ -204,7 +204,7 @@ async def azure(ca, tmp_path) -> AsyncIterator[tuple[FakeAzure, str, str]]:
     await runner.cleanup()
 
 
-def config(url: str, ca_pem: str, secret: str = CLIENT_SECRET, timeout: float = 5) -> ProviderConfig:
+def config(url: str, ca_pem: str, secret: str = CLIENT_SECRET, timeout: float = 5) -> BackendConfig:
     data = {
         "AZURE_CLIENT_ID": CLIENT_ID,
         "AZURE_CLIENT_SECRET": secret,
@@ -212,7 +212,7 @@ def config(url: str, ca_pem: str, secret: str = CLIENT_SECRET, timeout: float = 
         "AZURE_AUTHORITY_HOST": url,
         "ca.crt": ca_pem,
     }
-    return ProviderConfig(
+    return BackendConfig(
         type="azure",
         target_server=url,
         secret={k: v.encode() for k, v in data.items()},
@@ -266,24 +266,24 @@ async def test_metrics_json_form_with_filter(azure, provider) -> None:
 
 
 async def test_metrics_all_null_is_an_error_not_zero(provider) -> None:
-    with pytest.raises(ProviderError, match="no Average values"):
+    with pytest.raises(BackendError, match="no Average values"):
         await provider.query(f"metrics:{VM}/Empty", Window(end=BASE))
 
 
 async def test_metrics_several_series_is_an_error(provider) -> None:
-    with pytest.raises(ProviderError, match="2 time series"):
+    with pytest.raises(BackendError, match="2 time series"):
         await provider.query(f"metrics:{VM}/Split", Window(end=BASE))
 
 
 async def test_metrics_api_errors_are_one_line(provider) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await provider.query(f"metrics:{VM}/Missing", Window(end=BASE))
     assert "HTTP 400" in info.value.message and "metric configuration" in info.value.message
     assert not info.value.retryable and not info.value.auth
 
 
 async def test_throttling_is_retryable(provider) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await provider.query(f"metrics:{VM}/Throttled", Window(end=BASE))
     assert info.value.retryable and "429" in info.value.message
 
@@ -291,7 +291,7 @@ async def test_throttling_is_retryable(provider) -> None:
 async def test_a_slow_answer_times_out_as_retryable(azure) -> None:
     p = create(config(azure[1], azure[2], timeout=0.5))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(f"metrics:{VM}/Slow", Window(end=BASE))
     finally:
         await p.close()
@@ -327,23 +327,23 @@ async def test_logs_instant_single_row_without_time_column(azure, provider) -> N
 
 
 async def test_logs_several_rows_without_time_column_is_an_error(provider) -> None:
-    with pytest.raises(ProviderError, match="2 rows"):
+    with pytest.raises(BackendError, match="2 rows"):
         await provider.query(f"logs:{WS}:TwoRows", Window())
 
 
 async def test_logs_no_rows_is_an_error(provider) -> None:
-    with pytest.raises(ProviderError, match="no rows"):
+    with pytest.raises(BackendError, match="no rows"):
         await provider.query(f"logs:{WS}:NoRows", Window())
 
 
 async def test_logs_syntax_error_is_reported(provider) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await provider.query(f"logs:{WS}:BadSyntax |", Window())
     assert "HTTP 400" in info.value.message and "\n" not in info.value.message
 
 
 async def test_logs_step_placeholder_without_step_is_an_error(provider) -> None:
-    with pytest.raises(ProviderError, match=r"\$range/\$step"):
+    with pytest.raises(BackendError, match=r"\$range/\$step"):
         await provider.query(f"logs:{WS}:Perf | summarize by bin(TimeGenerated, $step)", Window())
 
 
@@ -361,7 +361,7 @@ async def test_a_rejected_client_secret_is_an_auth_error_without_the_secret(azur
     wrong = "Wr0ng~secret~value~that~must~not~leak"
     p = create(config(azure[1], azure[2], secret=wrong))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(CPU, Window(end=BASE))
     finally:
         await p.close()
@@ -375,16 +375,16 @@ async def test_an_untrusted_server_certificate_is_refused(azure) -> None:
     other_ca = trustme.CA().cert_pem.bytes().decode()
     p = create(config(azure[1], other_ca, timeout=3))
     try:
-        with pytest.raises(ProviderError, match="TLS verification failed"):
+        with pytest.raises(BackendError, match="TLS verification failed"):
             await p.query(CPU, Window(end=BASE))
     finally:
         await p.close()
 
 
 def test_half_a_client_secret_identity_is_rejected_at_creation() -> None:
-    with pytest.raises(ProviderError, match="AZURE_CLIENT_ID"):
+    with pytest.raises(BackendError, match="AZURE_CLIENT_ID"):
         create(
-            ProviderConfig(
+            BackendConfig(
                 type="azure", target_server="eastus", secret={"AZURE_CLIENT_SECRET": CLIENT_SECRET.encode()}
             )
         )
@@ -425,7 +425,7 @@ def test_nested_resource_types_give_the_full_namespace() -> None:
     ],
 )
 def test_bad_queries_are_rejected_before_any_request(query: str) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         parse_query(query)
     assert "\n" not in info.value.message
 
@@ -448,14 +448,14 @@ def test_target_server_forms(target: str, expected) -> None:
 
 async def test_metrics_need_a_region(azure) -> None:
     p = create(
-        ProviderConfig(
+        BackendConfig(
             type="azure",
             target_server="https://api.loganalytics.io",
             secret=config(azure[1], azure[2]).secret,
         )
     )
     try:
-        with pytest.raises(ProviderError, match="region"):
+        with pytest.raises(BackendError, match="region"):
             await p.query(CPU, Window())
     finally:
         await p.close()

@@ -44,8 +44,8 @@ def test_importing_the_server_loads_no_cloud_sdk() -> None:
 
 def test_a_cloudwatch_provider_loads_only_the_aws_sdk() -> None:
     loaded = _loaded_after(
-        "from providers import ProviderConfig, create_provider\n"
-        "        create_provider(ProviderConfig(type='cloudwatch', target_server='us-east-1'))"
+        "from providers import BackendConfig, create_backend\n"
+        "        create_backend(BackendConfig(type='cloudwatch', target_server='us-east-1'))"
     )
     assert any(m.startswith("aiobotocore") for m in loaded)
     assert not any(m.startswith(("google.cloud", "azure")) for m in loaded)

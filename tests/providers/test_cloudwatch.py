@@ -20,7 +20,7 @@ moto_server = pytest.importorskip("moto.server")
 
 from aiohttp import web  # noqa: E402
 
-from providers.base import ProviderConfig, ProviderError, Window  # noqa: E402
+from providers.base import BackendConfig, BackendError, Window  # noqa: E402
 from providers.cloudwatch import create, parse_compact, region_and_endpoint, round_period  # noqa: E402
 
 KEY_ID = "AKIAKEPTNTESTKEY0001"
@@ -60,10 +60,10 @@ def moto_url() -> Iterator[str]:
     server.stop()
 
 
-def config(target: str, **secret: str) -> ProviderConfig:
+def config(target: str, **secret: str) -> BackendConfig:
     data = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}
     data.update(secret)
-    return ProviderConfig(type="cloudwatch", target_server=target, timeout=5,
+    return BackendConfig(type="cloudwatch", target_server=target, timeout=5,
                           secret={k: v.encode() for k, v in data.items()}, name="ns/aws")
 
 
@@ -121,7 +121,7 @@ async def test_single_json_object_is_accepted(provider) -> None:
 # --- errors ----------------------------------------------------------------------------
 
 async def test_no_datapoints_is_an_error_not_zero(provider) -> None:
-    with pytest.raises(ProviderError, match="no datapoints"):
+    with pytest.raises(BackendError, match="no datapoints"):
         await provider.query("App/Web/Latency{Service=nothing}:Average", Window(end=BASE + 60))
 
 
@@ -132,13 +132,13 @@ async def test_several_returned_series_is_an_error(provider) -> None:
       {"Id": "b", "MetricStat": {"Metric": {"Namespace": "App/Web", "MetricName": "Errors",
          "Dimensions": [{"Name": "Service", "Value": "api"}]}, "Stat": "Sum"}}
     ]"""
-    with pytest.raises(ProviderError, match="2 series"):
+    with pytest.raises(BackendError, match="2 series"):
         await provider.query(query, Window(end=BASE + 60))
 
 
 @pytest.mark.parametrize("query", ["", "NoSlash", '{"Id": "x"}', "[1, 2]", "{not json"])
 async def test_bad_queries_are_rejected_before_any_request(provider, query: str) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await provider.query(query, Window())
     assert "\n" not in info.value.message
 
@@ -152,7 +152,7 @@ async def test_rejected_credentials_are_an_auth_error_without_the_secret(moto_ur
     set_auth("0")  # moto now checks every request's access key against its IAM users
     p = create(config(moto_url))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(QUERY, Window(end=BASE + 60))
     finally:
         set_auth("inf")
@@ -163,9 +163,9 @@ async def test_rejected_credentials_are_an_auth_error_without_the_secret(moto_ur
 
 
 async def test_missing_credentials_are_an_auth_error(moto_url: str) -> None:
-    p = create(ProviderConfig(type="cloudwatch", target_server=moto_url, timeout=5))
+    p = create(BackendConfig(type="cloudwatch", target_server=moto_url, timeout=5))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(QUERY, Window())
     finally:
         await p.close()
@@ -173,8 +173,8 @@ async def test_missing_credentials_are_an_auth_error(moto_url: str) -> None:
 
 
 def test_half_a_key_pair_is_rejected_at_creation() -> None:
-    with pytest.raises(ProviderError, match="both"):
-        create(ProviderConfig(type="cloudwatch", target_server="us-east-1",
+    with pytest.raises(BackendError, match="both"):
+        create(BackendConfig(type="cloudwatch", target_server="us-east-1",
                               secret={"AWS_ACCESS_KEY_ID": KEY_ID.encode()}))
 
 
@@ -195,11 +195,11 @@ async def test_a_slow_endpoint_times_out_as_retryable() -> None:
         return web.Response(status=200)
 
     runner, url = await _serve(slow)
-    p = create(ProviderConfig(type="cloudwatch", target_server=url, timeout=0.3,
+    p = create(BackendConfig(type="cloudwatch", target_server=url, timeout=0.3,
                               secret=config(url).secret))
     try:
         started = time.monotonic()
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(QUERY, Window())
         assert time.monotonic() - started < 1.2
     finally:
@@ -215,7 +215,7 @@ async def test_server_errors_are_retryable() -> None:
     runner, url = await _serve(unavailable)
     p = create(config(url))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(QUERY, Window())
     finally:
         await p.close()
@@ -239,7 +239,7 @@ async def test_server_errors_are_retryable() -> None:
 )
 def test_target_server_gives_region_and_endpoint(target: str, secret_region: str | None, expected) -> None:
     secret = {"AWS_REGION": secret_region.encode()} if secret_region else {}
-    cfg = ProviderConfig(type="cloudwatch", target_server=target, secret=secret)
+    cfg = BackendConfig(type="cloudwatch", target_server=target, secret=secret)
     assert region_and_endpoint(cfg) == expected
 
 

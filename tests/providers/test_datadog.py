@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import trustme
 
-from providers import create_provider
-from providers.base import ProviderError, QueryResult, Window
+from providers import create_backend
+from providers.base import BackendError, QueryResult, Window
 from providers.datadog import api_base
 from tests.providers.httpfixtures import FakeBackend, Reply, assert_clean, ca, make_config, tls_server_context
 
@@ -73,7 +73,7 @@ def v2_answer(times: list[int], *rows: list[Any]) -> dict[str, Any]:
 
 async def run(target: str, query: str = QUERY, window: Window | None = None, **kw: Any) -> QueryResult:
     secret = kw.pop("secret", SECRET)
-    provider = create_provider(make_config("datadog", target, secret, **kw))
+    provider = create_backend(make_config("datadog", target, secret, **kw))
     try:
         return await provider.query(query, window or Window())
     finally:
@@ -128,26 +128,26 @@ async def test_range_with_step_uses_the_v2_timeseries_api_with_that_interval(aio
 
 async def test_no_series_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", V1, Reply(v1_answer()))
-    with pytest.raises(ProviderError, match="no data"):
+    with pytest.raises(BackendError, match="no data"):
         await run(await fake.start(aiohttp_server))
 
 
 async def test_only_null_points_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", V1, Reply(v1_answer(v1_series([[1.0, None]]))))
-    with pytest.raises(ProviderError, match="null"):
+    with pytest.raises(BackendError, match="null"):
         await run(await fake.start(aiohttp_server))
 
 
 async def test_several_series_is_an_error(aiohttp_server: Any) -> None:
     body = v1_answer(v1_series([[1.0, 1.0]], "host:a"), v1_series([[1.0, 2.0]], "host:b"))
     fake = FakeBackend().on("GET", V1, Reply(body))
-    with pytest.raises(ProviderError, match=r"2 series \(host:a, host:b\).*by"):
+    with pytest.raises(BackendError, match=r"2 series \(host:a, host:b\).*by"):
         await run(await fake.start(aiohttp_server), "avg:system.cpu.user{*} by {host}")
 
 
 async def test_several_series_with_a_step_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("POST", V2, Reply(v2_answer([1, 2], [1.0, 2.0], [3.0, 4.0])))
-    with pytest.raises(ProviderError, match="2 series"):
+    with pytest.raises(BackendError, match="2 series"):
         await run(await fake.start(aiohttp_server), window=Window(range_seconds=600, step_seconds=60))
 
 
@@ -155,7 +155,7 @@ async def test_a_query_error_in_a_200_answer_is_reported(aiohttp_server: Any) ->
     fake = FakeBackend().on(
         "GET", V1, Reply({"status": "error", "error": "Error parsing query: unexpected '}'"})
     )
-    with pytest.raises(ProviderError, match="Error parsing query"):
+    with pytest.raises(BackendError, match="Error parsing query"):
         await run(await fake.start(aiohttp_server))
 
 
@@ -168,7 +168,7 @@ async def test_http_errors_are_one_line_and_never_show_the_keys(
 ) -> None:
     body = {"errors": [f"Forbidden: key {API_KEY} / app key {APP_KEY} rejected"]}
     fake = FakeBackend().on("GET", V1, Reply(body, status))
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await fake.start(aiohttp_server))
     assert f"HTTP {status}: Forbidden" in str(info.value)
     assert (info.value.auth, info.value.retryable) == (auth, retryable)
@@ -177,19 +177,19 @@ async def test_http_errors_are_one_line_and_never_show_the_keys(
 
 async def test_malformed_json_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", V1, Reply(raw=b"{not json"))
-    with pytest.raises(ProviderError, match="malformed JSON"):
+    with pytest.raises(BackendError, match="malformed JSON"):
         await run(await fake.start(aiohttp_server))
 
 
 async def test_a_slow_answer_times_out(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", V1, Reply(v1_answer(v1_series([[1.0, 1.0]])), delay=1.0))
-    with pytest.raises(ProviderError, match="did not answer in time"):
+    with pytest.raises(BackendError, match="did not answer in time"):
         await run(await fake.start(aiohttp_server), timeout=0.2)
 
 
 async def test_missing_keys_are_an_auth_error_before_any_request(aiohttp_server: Any) -> None:
     fake = FakeBackend()
-    with pytest.raises(ProviderError, match="DD_CLIENT_APP_KEY") as info:
+    with pytest.raises(BackendError, match="DD_CLIENT_APP_KEY") as info:
         await run(await fake.start(aiohttp_server), secret={"DD_CLIENT_API_KEY": API_KEY})
     assert info.value.auth
     assert fake.seen == []
@@ -204,11 +204,11 @@ async def test_tls_with_a_private_ca_and_with_insecure_skip_verify(
     with_ca = {**SECRET, "ca.crt": ca.cert_pem.bytes().decode()}
     assert (await run(target, secret=with_ca)).latest().value == 7.0
     assert (await run(target, insecure=True)).latest().value == 7.0
-    with pytest.raises(ProviderError, match="TLS verification failed"):
+    with pytest.raises(BackendError, match="TLS verification failed"):
         await run(target)
 
 
 async def test_a_non_numeric_point_is_a_clear_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", V1, Reply(v1_answer(v1_series([[1.0, "abc"]]))))
-    with pytest.raises(ProviderError, match="Datadog: value 'abc' is not a number"):
+    with pytest.raises(BackendError, match="Datadog: value 'abc' is not a number"):
         await run(await fake.start(aiohttp_server))

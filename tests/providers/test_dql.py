@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 import pytest
 import trustme
 
-from providers import create_provider
-from providers.base import ProviderError, QueryResult, Window
+from providers import create_backend
+from providers.base import BackendError, QueryResult, Window
 from providers.dql import client_credentials, value_field, with_interval
 from tests.providers.httpfixtures import FakeBackend, Reply, assert_clean, ca, make_config, tls_server_context
 
@@ -72,7 +72,7 @@ async def run(
     **kw: Any,
 ) -> QueryResult:
     secret = kw.pop("secret", None) or {"dql": json.dumps({"token": token, "authUrl": target + AUTH})}
-    provider = create_provider(make_config("dql", target, secret, key="dql", **kw))
+    provider = create_backend(make_config("dql", target, secret, key="dql", **kw))
     try:
         return await provider.query(query, window or Window())
     finally:
@@ -89,7 +89,7 @@ def test_token_format_is_checked_like_upstream() -> None:
         ("dt0s08.ABC", "three"),
         ("dt0s08.ABC.short", "64"),
     ]:
-        with pytest.raises(ProviderError, match=why) as info:
+        with pytest.raises(BackendError, match=why) as info:
             client_credentials(bad)
         assert_clean(info.value, bad)
 
@@ -98,9 +98,9 @@ def test_the_value_field_is_value_or_the_only_numeric_field() -> None:
     assert value_field({"value": "1", "count()": "2"}) == "value"
     assert value_field({"host": "HOST-1", "status": "ok", "count()": "42"}) == "count()"
     assert value_field(TIMESERIES_RECORD) == "avg(dt.host.cpu.usage)"
-    with pytest.raises(ProviderError, match=r"several numeric fields \(avg, max\).*'value'"):
+    with pytest.raises(BackendError, match=r"several numeric fields \(avg, max\).*'value'"):
         value_field({"avg": 1.0, "max": 2.0})
-    with pytest.raises(ProviderError, match="no numeric field"):
+    with pytest.raises(BackendError, match="no numeric field"):
         value_field({"host": "HOST-1"})
 
 
@@ -175,7 +175,7 @@ async def test_polling_is_bounded_by_the_timeout(aiohttp_server: Any) -> None:
     fake = fake_dql(
         Reply({"state": "RUNNING", "requestToken": "t"}, 202), poll=(Reply({"state": "RUNNING"}),)
     )
-    with pytest.raises(ProviderError, match="did not finish") as info:
+    with pytest.raises(BackendError, match="did not finish") as info:
         await run(await fake.start(aiohttp_server), timeout=0.3)
     assert info.value.retryable
     assert 1 <= len(fake.requests(POLL)) <= 10
@@ -186,7 +186,7 @@ async def test_a_failed_query_is_an_error(aiohttp_server: Any) -> None:
         Reply({"state": "RUNNING", "requestToken": "t"}, 202),
         poll=(Reply({"state": "FAILED", "progress": 100}),),
     )
-    with pytest.raises(ProviderError, match="state FAILED"):
+    with pytest.raises(BackendError, match="state FAILED"):
         await run(await fake.start(aiohttp_server))
 
 
@@ -194,7 +194,7 @@ async def test_the_access_token_is_cached_until_it_expires(aiohttp_server: Any) 
     fake = fake_dql(Reply(succeeded({"value": 1})), auth=(oauth(expires_in=300),))
     target = await fake.start(aiohttp_server)
     secret = {"dql": json.dumps({"token": TOKEN, "authUrl": target + AUTH})}
-    provider = create_provider(make_config("dql", target, secret, key="dql"))
+    provider = create_backend(make_config("dql", target, secret, key="dql"))
     await provider.query("fetch x", Window())
     await provider.query("fetch x", Window())
     assert len(fake.requests(AUTH)) == 1
@@ -222,19 +222,19 @@ async def test_a_401_fetches_a_fresh_token_once(aiohttp_server: Any) -> None:
 
 
 async def test_no_records_is_an_error(aiohttp_server: Any) -> None:
-    with pytest.raises(ProviderError, match="no records"):
+    with pytest.raises(BackendError, match="no records"):
         await run(await (fake_dql(Reply(succeeded()))).start(aiohttp_server))
 
 
 async def test_several_records_is_an_error(aiohttp_server: Any) -> None:
     fake = fake_dql(Reply(succeeded({"host": "a", "value": 1}, {"host": "b", "value": 2})))
-    with pytest.raises(ProviderError, match="2 records"):
+    with pytest.raises(BackendError, match="2 records"):
         await run(await fake.start(aiohttp_server))
 
 
 async def test_all_null_points_is_an_error(aiohttp_server: Any) -> None:
     fake = fake_dql(Reply(succeeded({"timeframe": {}, "interval": "60000000000", "value": [None, None]})))
-    with pytest.raises(ProviderError, match="null"):
+    with pytest.raises(BackendError, match="null"):
         await run(await fake.start(aiohttp_server))
 
 
@@ -247,7 +247,7 @@ async def test_an_api_error_body_is_one_line(aiohttp_server: Any) -> None:
         }
     }
     fake = fake_dql(Reply(body, 400))
-    with pytest.raises(ProviderError, match="HTTP 400: PARSE_ERROR") as info:
+    with pytest.raises(BackendError, match="HTTP 400: PARSE_ERROR") as info:
         await run(await fake.start(aiohttp_server), "timeseriess x")
     assert_clean(info.value, TOKEN, SECRET_PART, ACCESS)
 
@@ -260,7 +260,7 @@ async def test_http_failures_are_classified_and_clean(
 ) -> None:
     body = {"error": {"code": status, "message": f"denied for Bearer {ACCESS}"}}
     fake = fake_dql(Reply(body, status))
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await fake.start(aiohttp_server))
     assert (info.value.auth, info.value.retryable) == (auth, retryable)
     assert_clean(info.value, TOKEN, SECRET_PART, ACCESS)
@@ -271,7 +271,7 @@ async def test_a_rejected_login_is_an_auth_error_without_the_client_secret(aioht
         Reply(succeeded({"value": 1})),
         auth=(Reply({"error": "invalid_client", "error_description": f"bad secret {TOKEN}"}, 400),),
     )
-    with pytest.raises(ProviderError, match="invalid_client") as info:
+    with pytest.raises(BackendError, match="invalid_client") as info:
         await run(await fake.start(aiohttp_server))
     assert_clean(info.value, TOKEN, SECRET_PART)
     assert fake.requests(EXECUTE) == []
@@ -280,23 +280,23 @@ async def test_a_rejected_login_is_an_auth_error_without_the_client_secret(aioht
 async def test_a_malformed_secret_is_an_auth_error(aiohttp_server: Any) -> None:
     fake = fake_dql(Reply(succeeded({"value": 1})))
     target = await fake.start(aiohttp_server)
-    with pytest.raises(ProviderError, match="not JSON") as info:
+    with pytest.raises(BackendError, match="not JSON") as info:
         await run(target, secret={"dql": f"token={TOKEN}"})
     assert info.value.auth
     assert_clean(info.value, TOKEN, SECRET_PART)
-    with pytest.raises(ProviderError, match="prefix"):
+    with pytest.raises(BackendError, match="prefix"):
         await run(target, token="dt0c01.ABC." + "x" * 64)
     assert fake.seen == []
 
 
 async def test_malformed_json_is_an_error(aiohttp_server: Any) -> None:
-    with pytest.raises(ProviderError, match="malformed JSON"):
+    with pytest.raises(BackendError, match="malformed JSON"):
         await run(await fake_dql(Reply(raw=b"{{")).start(aiohttp_server))
 
 
 async def test_a_slow_answer_times_out(aiohttp_server: Any) -> None:
     fake = fake_dql(Reply(succeeded({"value": 1}), delay=1.0))
-    with pytest.raises(ProviderError, match="did not answer in time"):
+    with pytest.raises(BackendError, match="did not answer in time"):
         await run(await fake.start(aiohttp_server), timeout=0.2)
 
 

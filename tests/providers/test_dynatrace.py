@@ -10,8 +10,8 @@ import pytest
 import trustme
 from aiohttp import web
 
-from providers import create_provider
-from providers.base import ProviderError, Window
+from providers import create_backend
+from providers.base import BackendError, Window
 from providers.dynatrace import api_base, split_query
 from tests.providers.httpfixtures import assert_clean, ca, make_config, tls_server_context
 
@@ -83,7 +83,7 @@ async def run(
 ) -> Any:
     kw.setdefault("key", "apiToken")
     secret = kw.pop("secret", {"apiToken": TOKEN})
-    provider = create_provider(make_config("dynatrace", target, secret, **kw))
+    provider = create_backend(make_config("dynatrace", target, secret, **kw))
     try:
         return await provider.query(query, window or Window())
     finally:
@@ -168,7 +168,7 @@ async def test_parameters_in_the_query_win_over_the_window(aiohttp_server: Any) 
 
 async def test_a_step_finer_than_a_minute_is_a_clear_error(aiohttp_server: Any) -> None:
     fake = FakeDynatrace()
-    with pytest.raises(ProviderError, match="whole minutes"):
+    with pytest.raises(BackendError, match="whole minutes"):
         await run(await start(aiohttp_server, fake), window=Window(range_seconds=300, step_seconds=30))
     assert fake.requests == []
 
@@ -183,18 +183,18 @@ async def test_empty_data_is_an_error_not_zero(aiohttp_server: Any) -> None:
         "resolution": "1m",
         "result": [{"metricId": "m:avg", "data": []}],
     }
-    with pytest.raises(ProviderError, match="no data"):
+    with pytest.raises(BackendError, match="no data"):
         await run(await start(aiohttp_server, FakeDynatrace(body)))
 
 
 async def test_only_nulls_is_an_error(aiohttp_server: Any) -> None:
-    with pytest.raises(ProviderError, match="null"):
+    with pytest.raises(BackendError, match="null"):
         await run(await start(aiohttp_server, FakeDynatrace(answer(series([None, None])))))
 
 
 async def test_several_series_is_an_error_that_suggests_splitby(aiohttp_server: Any) -> None:
     body = answer(series([1.0]), series([2.0]))
-    with pytest.raises(ProviderError, match=r"2 series.*splitBy"):
+    with pytest.raises(BackendError, match=r"2 series.*splitBy"):
         await run(await start(aiohttp_server, FakeDynatrace(body)))
 
 
@@ -213,7 +213,7 @@ async def test_api_error_body_becomes_a_one_line_message(aiohttp_server: Any) ->
             ],
         }
     }
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await start(aiohttp_server, FakeDynatrace(body, status=400)))
     assert "HTTP 400: Constraints violated. (Unknown metric key 'x')" in str(info.value)
     assert not info.value.retryable
@@ -228,7 +228,7 @@ async def test_http_failures_are_classified(
     aiohttp_server: Any, status: int, auth: bool, retryable: bool
 ) -> None:
     body = {"error": {"code": status, "message": f"Token {TOKEN} is not valid"}}
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await start(aiohttp_server, FakeDynatrace(body, status=status)))
     assert (info.value.auth, info.value.retryable) == (auth, retryable)
     assert f"HTTP {status}" in str(info.value)
@@ -237,27 +237,27 @@ async def test_http_failures_are_classified(
 
 async def test_a_gateway_error_page_that_echoes_the_token_is_redacted(aiohttp_server: Any) -> None:
     raw = f"<html>\n<body>Bad gateway for Api-Token {TOKEN}</body></html>".encode()
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await start(aiohttp_server, FakeDynatrace(raw=raw, status=502)))
     assert "HTTP 502" in str(info.value)
     assert_clean(info.value, TOKEN)
 
 
 async def test_malformed_json_is_an_error(aiohttp_server: Any) -> None:
-    with pytest.raises(ProviderError, match="malformed JSON"):
+    with pytest.raises(BackendError, match="malformed JSON"):
         await run(await start(aiohttp_server, FakeDynatrace(raw=b'{"result": [')))
 
 
 async def test_a_slow_answer_times_out(aiohttp_server: Any) -> None:
     fake = FakeDynatrace(delay=1.0)
-    with pytest.raises(ProviderError, match="did not answer in time") as info:
+    with pytest.raises(BackendError, match="did not answer in time") as info:
         await run(await start(aiohttp_server, fake), timeout=0.2)
     assert info.value.retryable
 
 
 async def test_a_missing_token_is_an_auth_error_without_a_request(aiohttp_server: Any) -> None:
     fake = FakeDynatrace()
-    with pytest.raises(ProviderError, match="API token") as info:
+    with pytest.raises(BackendError, match="API token") as info:
         await run(await start(aiohttp_server, fake), secret={})
     assert info.value.auth
     assert fake.requests == []
@@ -280,7 +280,7 @@ async def test_tls_without_trust_fails_and_insecure_skip_verify_connects(
     aiohttp_server: Any, tls_server_context: ssl.SSLContext
 ) -> None:
     target = await start(aiohttp_server, FakeDynatrace(), ssl=tls_server_context)
-    with pytest.raises(ProviderError, match="TLS verification failed"):
+    with pytest.raises(BackendError, match="TLS verification failed"):
         await run(target)
     assert (await run(target, insecure=True)).latest().value == 3.0
 
@@ -288,7 +288,7 @@ async def test_tls_without_trust_fails_and_insecure_skip_verify_connects(
 async def test_the_session_is_reused_and_closed(aiohttp_server: Any) -> None:
     fake = FakeDynatrace()
     target = await start(aiohttp_server, fake)
-    provider = create_provider(make_config("dynatrace", target, {"apiToken": TOKEN}, key="apiToken"))
+    provider = create_backend(make_config("dynatrace", target, {"apiToken": TOKEN}, key="apiToken"))
     await provider.query("m:avg", Window())
     session = provider._session  # type: ignore[attr-defined]
     await provider.query("m:avg", Window())

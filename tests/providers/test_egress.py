@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from metrics_server.egress_flags import policy_from_args
-from providers import ProviderConfig, ProviderError, Window, create_provider
+from providers import BackendConfig, BackendError, Window, create_backend
 from providers.egress import DEFAULT_POLICY, EgressPolicy, PolicyResolver, parse_networks
 from providers.sdkutil import check_endpoint
 
@@ -135,10 +135,10 @@ async def test_the_resolved_address_is_checked_at_connect_time(aiohttp_server: A
 
 
 async def test_a_provider_reports_the_rule_and_does_not_retry(aiohttp_server: Any) -> None:
-    config = ProviderConfig(type="openmetrics", target_server="http://169.254.169.254/latest/meta-data/")
-    client = create_provider(config)
+    config = BackendConfig(type="openmetrics", target_server="http://169.254.169.254/latest/meta-data/")
+    client = create_backend(config)
     try:
-        with pytest.raises(ProviderError) as err:
+        with pytest.raises(BackendError) as err:
             await client.query("up", Window())
     finally:
         await client.close()
@@ -154,37 +154,37 @@ async def test_a_redirect_to_the_metadata_service_is_refused(aiohttp_server: Any
 
     app.router.add_get("/metrics", redirect)
     server = await aiohttp_server(app)
-    client = create_provider(
-        ProviderConfig(type="openmetrics", target_server=f"http://127.0.0.1:{server.port}/metrics")
+    client = create_backend(
+        BackendConfig(type="openmetrics", target_server=f"http://127.0.0.1:{server.port}/metrics")
     )
     try:
         # two defences answer: a cross-origin redirect is never followed (issue 10), and a
         # followed one would still be checked at connect time (issue 13)
-        with pytest.raises(ProviderError, match="redirected to another origin.*not followed"):
+        with pytest.raises(BackendError, match="redirected to another origin.*not followed"):
             await client.query("up", Window())
     finally:
         await client.close()
 
 
 async def test_sdk_endpoints_are_resolved_and_checked_before_the_query() -> None:
-    pod = ProviderConfig(type="google", target_server="x", egress=POD)
-    with pytest.raises(ProviderError, match="google: connection to 127.0.0.1 refused"):
+    pod = BackendConfig(type="google", target_server="x", egress=POD)
+    with pytest.raises(BackendError, match="google: connection to 127.0.0.1 refused"):
         await check_endpoint(pod, "https://localhost:8443", "google")
-    with pytest.raises(ProviderError, match="metadata.google.internal"):
+    with pytest.raises(BackendError, match="metadata.google.internal"):
         await check_endpoint(pod, "metadata.google.internal:443", "google")
-    await check_endpoint(ProviderConfig(type="google", target_server="x"), "localhost:8443", "google")
+    await check_endpoint(BackendConfig(type="google", target_server="x"), "localhost:8443", "google")
 
 
 async def test_cloudwatch_refuses_a_metadata_endpoint() -> None:
     pytest.importorskip("aiobotocore")
-    config = ProviderConfig(
+    config = BackendConfig(
         type="cloudwatch",
         target_server="http://169.254.169.254/?region=us-east-1",
         secret={"AWS_ACCESS_KEY_ID": b"AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": b"secret"},
     )
-    client = create_provider(config)
+    client = create_backend(config)
     try:
-        with pytest.raises(ProviderError, match="refused by the egress policy"):
+        with pytest.raises(BackendError, match="refused by the egress policy"):
             await client.query("AWS/EC2 CPUUtilization Average InstanceId=i-1", Window())
     finally:
         await client.close()

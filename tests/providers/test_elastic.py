@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trustme
 
-from providers import create_provider
-from providers.base import ProviderError, QueryResult, Window
+from providers import create_backend
+from providers.base import BackendError, QueryResult, Window
 from tests.providers.httpfixtures import FakeBackend, Reply, assert_clean, ca, make_config, tls_server_context
 
 __all__ = ["ca", "tls_server_context"]
@@ -39,7 +39,7 @@ def search_answer(
 async def run(target: str, query: Any, window: Window | None = None, **kw: Any) -> QueryResult:
     secret = kw.pop("secret", {"apiKey": API_KEY})
     kw.setdefault("key", "apiKey")
-    provider = create_provider(make_config("elastic", target, secret, **kw))
+    provider = create_backend(make_config("elastic", target, secret, **kw))
     try:
         return await provider.query(
             query if isinstance(query, str) else json.dumps(query), window or Window()
@@ -172,7 +172,7 @@ async def test_basic_auth_from_user_and_password(aiohttp_server: Any) -> None:
 
 async def test_several_aggregations_need_a_value_path(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("POST", SEARCH, Reply(search_answer()))
-    with pytest.raises(ProviderError, match=r"several aggregations \(a, b\).*valuePath"):
+    with pytest.raises(BackendError, match=r"several aggregations \(a, b\).*valuePath"):
         await run(
             await fake.start(aiohttp_server),
             {"aggs": {"a": {"avg": {"field": "x"}}, "b": {"max": {"field": "x"}}}},
@@ -184,7 +184,7 @@ async def test_a_null_aggregation_value_is_an_error_not_zero(aiohttp_server: Any
     fake = FakeBackend().on(
         "POST", SEARCH, Reply(search_answer(total=0, aggregations={"avg": {"value": None}}))
     )
-    with pytest.raises(ProviderError, match="no data"):
+    with pytest.raises(BackendError, match="no data"):
         await run(await fake.start(aiohttp_server), {"aggs": {"avg": {"avg": {"field": "x"}}}})
 
 
@@ -195,18 +195,18 @@ async def test_a_path_yielding_several_values_is_an_error(aiohttp_server: Any) -
         "aggs": {"by_host": {"terms": {"field": "host"}}},
         "keptn": {"valuePath": "aggregations.by_host.buckets.#.doc_count"},
     }
-    with pytest.raises(ProviderError, match="yields 2 values"):
+    with pytest.raises(BackendError, match="yields 2 values"):
         await run(await fake.start(aiohttp_server), body)
 
 
 async def test_a_missing_aggregation_names_the_path(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("POST", SEARCH, Reply(search_answer(aggregations={"other": {"value": 1}})))
-    with pytest.raises(ProviderError, match="no key 'avg'"):
+    with pytest.raises(BackendError, match="no key 'avg'"):
         await run(await fake.start(aiohttp_server), {"aggs": {"avg": {"avg": {"field": "x"}}}})
 
 
 async def test_the_query_must_be_json(aiohttp_server: Any) -> None:
-    with pytest.raises(ProviderError, match="JSON object"):
+    with pytest.raises(BackendError, match="JSON object"):
         await run(await FakeBackend().start(aiohttp_server), "service:checkout AND status:500")
 
 
@@ -224,7 +224,7 @@ async def test_an_elasticsearch_error_body_is_one_line_and_clean(aiohttp_server:
         "status": 400,
     }
     fake = FakeBackend().on("POST", SEARCH, Reply(body, 400))
-    with pytest.raises(ProviderError, match="HTTP 400: parsing_exception: unknown query") as info:
+    with pytest.raises(BackendError, match="HTTP 400: parsing_exception: unknown query") as info:
         await run(await fake.start(aiohttp_server), {"matc": {}})
     assert_clean(info.value, API_KEY)
 
@@ -244,7 +244,7 @@ async def test_http_failures_are_classified(
         "status": status,
     }
     fake = FakeBackend().on("POST", SEARCH, Reply(body, status))
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(
             await fake.start(aiohttp_server),
             {"match_all": {}},
@@ -258,19 +258,19 @@ async def test_http_failures_are_classified(
 async def test_partial_results_are_errors(aiohttp_server: Any) -> None:
     answer = search_answer(_shards={"total": 3, "successful": 2, "skipped": 0, "failed": 1})
     fake = FakeBackend().on("POST", SEARCH, Reply(answer))
-    with pytest.raises(ProviderError, match="1 shard"):
+    with pytest.raises(BackendError, match="1 shard"):
         await run(await fake.start(aiohttp_server), {"match_all": {}})
 
 
 async def test_malformed_json_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("POST", SEARCH, Reply(raw=b'{"hits": '))
-    with pytest.raises(ProviderError, match="malformed JSON"):
+    with pytest.raises(BackendError, match="malformed JSON"):
         await run(await fake.start(aiohttp_server), {"match_all": {}})
 
 
 async def test_a_slow_answer_times_out(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("POST", SEARCH, Reply(search_answer(), delay=1.0))
-    with pytest.raises(ProviderError, match="did not answer in time"):
+    with pytest.raises(BackendError, match="did not answer in time"):
         await run(await fake.start(aiohttp_server), {"match_all": {}}, timeout=0.2)
 
 
@@ -282,5 +282,5 @@ async def test_tls_with_a_private_ca_and_insecure_skip_verify(
     secret = {"apiKey": API_KEY, "ca.crt": ca.cert_pem.bytes().decode()}
     assert (await run(target, {"match_all": {}}, secret=secret)).latest().value == 8
     assert (await run(target, {"match_all": {}}, insecure=True)).latest().value == 8
-    with pytest.raises(ProviderError, match="TLS verification failed"):
+    with pytest.raises(BackendError, match="TLS verification failed"):
         await run(target, {"match_all": {}})

@@ -17,7 +17,7 @@ import pytest
 monitoring_v3 = pytest.importorskip("google.cloud.monitoring_v3")
 grpc = pytest.importorskip("grpc")
 
-from providers.base import ProviderConfig, ProviderError, Window  # noqa: E402
+from providers.base import BackendConfig, BackendError, Window  # noqa: E402
 from providers.google import build_list_request, create, parse_target  # noqa: E402
 
 BASE = 1_750_000_000.0  # newest point
@@ -145,7 +145,7 @@ async def fake() -> AsyncIterator[tuple[FakeMonitoring, str]]:
 
 @pytest.fixture
 async def provider(fake):
-    p = create(ProviderConfig(type="google", target_server=fake[1], timeout=2, name="ns/gcp"))
+    p = create(BackendConfig(type="google", target_server=fake[1], timeout=2, name="ns/gcp"))
     yield p
     await p.close()
 
@@ -222,7 +222,7 @@ async def test_mql_gets_the_window_appended_and_reads_the_first_value_column(fak
 
 
 async def test_mql_without_points_is_an_error(provider) -> None:
-    with pytest.raises(ProviderError, match="no points"):
+    with pytest.raises(BackendError, match="no points"):
         await provider.query("mql: fetch nothing", Window())
 
 
@@ -230,17 +230,17 @@ async def test_mql_without_points_is_an_error(provider) -> None:
 
 
 async def test_no_series_is_an_error_not_zero(provider) -> None:
-    with pytest.raises(ProviderError, match="no time series"):
+    with pytest.raises(BackendError, match="no time series"):
         await provider.query('metric.type="empty"', Window(end=BASE))
 
 
 async def test_several_series_is_an_error_that_suggests_a_reducer(provider) -> None:
-    with pytest.raises(ProviderError, match=r"2 time series.*crossSeriesReducer"):
+    with pytest.raises(BackendError, match=r"2 time series.*crossSeriesReducer"):
         await provider.query('metric.type="several"', Window(end=BASE))
 
 
 async def test_non_numeric_points_are_errors(provider) -> None:
-    with pytest.raises(ProviderError, match="string_value"):
+    with pytest.raises(BackendError, match="string_value"):
         await provider.query('metric.type="text"', Window(end=BASE))
 
 
@@ -254,7 +254,7 @@ async def test_non_numeric_points_are_errors(provider) -> None:
     ],
 )
 async def test_grpc_errors_map_to_one_line_provider_errors(provider, marker, auth, retryable, code) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await provider.query(f'metric.type="{marker}"', Window(end=BASE))
     err = info.value
     assert (err.auth, err.retryable) == (auth, retryable)
@@ -262,9 +262,9 @@ async def test_grpc_errors_map_to_one_line_provider_errors(provider, marker, aut
 
 
 async def test_a_slow_answer_times_out_as_retryable(fake) -> None:
-    p = create(ProviderConfig(type="google", target_server=fake[1], timeout=0.3))
+    p = create(BackendConfig(type="google", target_server=fake[1], timeout=0.3))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query('metric.type="slow"', Window(end=BASE))
     finally:
         await p.close()
@@ -281,15 +281,15 @@ async def test_a_slow_answer_times_out_as_retryable(fake) -> None:
     ],
 )
 def test_bad_queries_are_rejected_before_any_request(query: str) -> None:
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         build_list_request(query, "p", Window(), BASE)
     assert "\n" not in info.value.message
 
 
 async def test_unreachable_server_is_retryable() -> None:
-    p = create(ProviderConfig(type="google", target_server="grpc://127.0.0.1:9/projects/p", timeout=1))
+    p = create(BackendConfig(type="google", target_server="grpc://127.0.0.1:9/projects/p", timeout=1))
     try:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(BackendError) as info:
             await p.query(DEPTH, Window())
     finally:
         await p.close()
@@ -298,9 +298,9 @@ async def test_unreachable_server_is_retryable() -> None:
 
 def test_a_broken_service_account_key_is_an_auth_error_without_its_content() -> None:
     secret = b'{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nsupersecretvalue"}'
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         create(
-            ProviderConfig(
+            BackendConfig(
                 type="google", target_server="my-project", secret={"sa.json": secret}, secret_key="sa.json"
             )
         )
@@ -330,7 +330,7 @@ def test_a_service_account_key_from_the_secret_is_used(tmp_path) -> None:
         "token_uri": "https://oauth2.googleapis.com/token",
     }
     p = create(
-        ProviderConfig(
+        BackendConfig(
             type="google",
             target_server="projects/p",
             secret={"key.json": json.dumps(info).encode()},
@@ -355,5 +355,5 @@ def test_target_server_forms(target: str, expected) -> None:
 
 @pytest.mark.parametrize("target", ["http://x/projects/p", "grpc://127.0.0.1:1/", "projects/"])
 def test_bad_target_servers(target: str) -> None:
-    with pytest.raises(ProviderError):
+    with pytest.raises(BackendError):
         parse_target(target)

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trustme
 
-from providers import create_provider, jsonpath
-from providers.base import ProviderError, QueryResult, Window
+from providers import create_backend, jsonpath
+from providers.base import BackendError, QueryResult, Window
 from tests.providers.httpfixtures import FakeBackend, Reply, assert_clean, ca, make_config, tls_server_context
 
 __all__ = ["ca", "tls_server_context"]
@@ -31,7 +31,7 @@ STATS = {
 
 async def run(target: str, query: Any, window: Window | None = None, **kw: Any) -> QueryResult:
     secret = kw.pop("secret", {})
-    provider = create_provider(make_config("http", target, secret, **kw))
+    provider = create_backend(make_config("http", target, secret, **kw))
     try:
         return await provider.query(
             query if isinstance(query, str) else json.dumps(query), window or Window()
@@ -51,9 +51,9 @@ def test_paths_follow_the_gjson_subset() -> None:
     assert jsonpath.select(doc, "items.#.n") == [1, 2]
     assert jsonpath.select(doc, "items[*].n") == [1, 2]
     assert jsonpath.select(doc, "items.#") == 2
-    with pytest.raises(ProviderError, match=r"no key 'nope' at 'a' \(keys: b\.c\)"):
+    with pytest.raises(BackendError, match=r"no key 'nope' at 'a' \(keys: b\.c\)"):
         jsonpath.select(doc, "a.nope")
-    with pytest.raises(ProviderError, match="index 9 out of range"):
+    with pytest.raises(BackendError, match="index 9 out of range"):
         jsonpath.select(doc, "items.9")
 
 
@@ -132,7 +132,7 @@ async def test_an_array_without_timestamps_ends_at_the_window_end_spaced_by_the_
 async def test_an_absolute_url_to_another_host_is_refused(aiohttp_server: Any) -> None:
     fake = FakeBackend()
     target = await fake.start(aiohttp_server)
-    with pytest.raises(ProviderError, match="must stay on targetServer"):
+    with pytest.raises(BackendError, match="must stay on targetServer"):
         await run(target, {"url": "http://attacker.example/steal", "valuePath": "v"}, secret={"token": TOKEN})
     assert fake.seen == []
 
@@ -170,30 +170,30 @@ async def test_null_and_empty_values_are_errors(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply({"v": None, "list": [], "nulls": [None]}))
     target = await fake.start(aiohttp_server)
     for path in ("v", "list", "nulls"):
-        with pytest.raises(ProviderError, match="no data"):
+        with pytest.raises(BackendError, match="no data"):
             await run(target, f"|{path}")
 
 
 async def test_objects_and_booleans_are_not_numbers(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply({"obj": {"a": 1}, "flag": True, "word": "high"}))
     target = await fake.start(aiohttp_server)
-    with pytest.raises(ProviderError, match="object"):
+    with pytest.raises(BackendError, match="object"):
         await run(target, "|obj")
-    with pytest.raises(ProviderError, match="boolean"):
+    with pytest.raises(BackendError, match="boolean"):
         await run(target, "|flag")
-    with pytest.raises(ProviderError, match="not a number"):
+    with pytest.raises(BackendError, match="not a number"):
         await run(target, "|word")
 
 
 async def test_a_json_document_without_a_path_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply({"v": 1}))
-    with pytest.raises(ProviderError, match="give a valuePath"):
+    with pytest.raises(BackendError, match="give a valuePath"):
         await run(await fake.start(aiohttp_server), "")
 
 
 async def test_a_missing_key_names_the_path(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply(STATS))
-    with pytest.raises(ProviderError, match="no key 'workers'"):
+    with pytest.raises(BackendError, match="no key 'workers'"):
         await run(await fake.start(aiohttp_server), "|components.workers.tasks")
 
 
@@ -207,7 +207,7 @@ async def test_http_failures_are_classified_and_clean(
     fake = FakeBackend().on(
         "GET", "/", Reply(raw=f"denied\nAuthorization: Bearer {TOKEN}".encode(), status=status)
     )
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(BackendError) as info:
         await run(await fake.start(aiohttp_server), "|v", secret={"token": TOKEN})
     assert f"HTTP {status}" in str(info.value)
     assert (info.value.auth, info.value.retryable) == (auth, retryable)
@@ -216,18 +216,18 @@ async def test_http_failures_are_classified_and_clean(
 
 async def test_malformed_json_is_an_error(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply(raw=b'{"v": '))
-    with pytest.raises(ProviderError, match="malformed JSON"):
+    with pytest.raises(BackendError, match="malformed JSON"):
         await run(await fake.start(aiohttp_server), "|v")
 
 
 async def test_a_malformed_json_query_is_an_error() -> None:
-    with pytest.raises(ProviderError, match="not valid JSON"):
+    with pytest.raises(BackendError, match="not valid JSON"):
         await run("http://127.0.0.1:9", "{url: /x}")
 
 
 async def test_a_slow_answer_times_out(aiohttp_server: Any) -> None:
     fake = FakeBackend().on("GET", "/", Reply({"v": 1}, delay=1.0))
-    with pytest.raises(ProviderError, match="did not answer in time"):
+    with pytest.raises(BackendError, match="did not answer in time"):
         await run(await fake.start(aiohttp_server), "|v", timeout=0.2)
 
 
@@ -238,5 +238,5 @@ async def test_tls_with_a_private_ca_and_insecure_skip_verify(
     target = await fake.start(aiohttp_server, ssl=tls_server_context)
     assert (await run(target, "|v", secret={"ca.crt": ca.cert_pem.bytes().decode()})).latest().value == 5
     assert (await run(target, "|v", insecure=True)).latest().value == 5
-    with pytest.raises(ProviderError, match="TLS verification failed"):
+    with pytest.raises(BackendError, match="TLS verification failed"):
         await run(target, "|v")

@@ -1,4 +1,4 @@
-"""Prometheus (and OpenMetrics) share HTTPProvider's session handling: one pooled session per
+"""Prometheus (and OpenMetrics) share HTTPBackend's session handling: one pooled session per
 KeptnMetricsProvider, reused until closed, and errors scrubbed of every Secret value."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from metrics_server.redact import MASK as REDACTED
-from providers import ProviderConfig, ProviderError, Window, create_provider
+from providers import BackendConfig, BackendError, Window, create_backend
 
 TOKEN = "s3cr3t-bearer-token"
 VECTOR = {
@@ -31,8 +31,8 @@ async def test_one_session_is_reused_until_closed(aiohttp_server: Any) -> None:
         peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         return web.json_response(VECTOR)
 
-    provider = create_provider(
-        ProviderConfig(type="prometheus", target_server=await start(aiohttp_server, ok))
+    provider = create_backend(
+        BackendConfig(type="prometheus", target_server=await start(aiohttp_server, ok))
     )
     assert (await provider.query("up", Window())).latest().value == 7
     assert (await provider.query("up", Window())).latest().value == 7
@@ -49,11 +49,11 @@ async def test_an_error_echoing_the_credential_does_not_show_it(aiohttp_server: 
         return web.Response(status=502, text=f"bad gateway for {request.headers.get('Authorization')}")
 
     target = await start(aiohttp_server, echo)
-    cfg = ProviderConfig(type="thanos", target_server=target, secret={"token": TOKEN.encode()})
-    provider = create_provider(cfg)
+    cfg = BackendConfig(type="thanos", target_server=target, secret={"token": TOKEN.encode()})
+    provider = create_backend(cfg)
     try:
         await provider.query("up", Window())
-    except ProviderError as exc:
+    except BackendError as exc:
         assert TOKEN not in exc.message and REDACTED in exc.message
         assert exc.message.startswith("thanos at ") and exc.retryable
     else:
@@ -69,13 +69,13 @@ async def test_openmetrics_errors_are_scrubbed_too(aiohttp_server: Any) -> None:
     app = web.Application()
     app.router.add_get("/metrics", echo)
     server = await aiohttp_server(app)
-    cfg = ProviderConfig(
+    cfg = BackendConfig(
         type="openmetrics", target_server=str(server.make_url("/metrics")), secret={"token": TOKEN.encode()}
     )
-    provider = create_provider(cfg)
+    provider = create_backend(cfg)
     try:
         await provider.query("up", Window())
-    except ProviderError as exc:
+    except BackendError as exc:
         assert TOKEN not in exc.message and exc.message.startswith("openmetrics at ")
     else:
         raise AssertionError("a 503 must be an error")

@@ -14,7 +14,7 @@ import yaml
 from metrics_server import cli
 from metrics_server.aggregation import AGGREGATIONS, AGGREGATORS
 from metrics_server.model import ValidationError, parse_metric, parse_provider
-from providers import Provider, ProviderConfig, ProviderError, create_provider
+from providers import Backend, BackendConfig, BackendError, create_backend
 from providers.registry import (
     BACKENDS,
     BY_NAME,
@@ -123,14 +123,14 @@ def test_the_model_accepts_every_aggregation(aggregation: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
 def test_every_registered_module_builds_its_provider(backend: Any) -> None:
     target = TARGETS.get(backend.name, "http://127.0.0.1:9")
-    provider = create_provider(ProviderConfig(type=backend.name, target_server=target))
-    assert isinstance(provider, Provider)
+    provider = create_backend(BackendConfig(type=backend.name, target_server=target))
+    assert isinstance(provider, Backend)
     assert type(provider).__module__ == backend.module
 
 
 def test_an_unknown_type_is_a_provider_error() -> None:
-    with pytest.raises(ProviderError, match="unknown provider type 'graphite'"):
-        create_provider(ProviderConfig(type="graphite", target_server="http://127.0.0.1:9"))
+    with pytest.raises(BackendError, match="unknown provider type 'graphite'"):
+        create_backend(BackendConfig(type="graphite", target_server="http://127.0.0.1:9"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.name)
@@ -138,7 +138,7 @@ def test_the_listed_secret_keys_are_the_keys_the_module_reads(backend: Any) -> N
     """Both ways: every listed key is read by the module, every literal key it reads is listed."""
     source = Path(importlib.import_module(backend.module).__file__ or "").read_text(encoding="utf-8")
     shared = (ROOT / "providers" / "httpclient.py").read_text(encoding="utf-8")
-    uses_httpclient = re.search(r"\b(HTTPProvider|new_session|ssl_context)\b", source) is not None
+    uses_httpclient = re.search(r"\b(HTTPBackend|new_session|ssl_context)\b", source) is not None
     read = set(SECRET_READ.findall(source)) | (set(SECRET_READ.findall(shared)) if uses_httpclient else set())
     listed = set(backend.secret_keys)
     if uses_httpclient:
@@ -157,7 +157,7 @@ def test_no_provider_class_carries_a_type_list() -> None:
     for backend in BACKENDS:
         module = importlib.import_module(backend.module)
         for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Provider):
+            if isinstance(value, type) and issubclass(value, Backend):
                 assert "types" not in vars(value), f"{value.__name__}.types: the registry owns types"
 
 

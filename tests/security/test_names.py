@@ -27,7 +27,7 @@ from metrics_server.model import (
     parse_provider,
 )
 from metrics_server.names import dns1123_label_errors, dns1123_subdomain_errors, path_segment_errors
-from providers import ProviderError
+from providers import BackendError
 from tests.kube_fixtures import KubeEnv
 
 ATTACK = "../../victim/secrets/db-creds"
@@ -168,7 +168,7 @@ async def test_store_never_reads_another_namespace_secret(kube: KubeEnv) -> None
             secret_key_ref=SecretKeyRef(f"../../{victim}/secrets/db-creds", "password"),
         )
         assert await store.provider_secret(provider) is None
-        with pytest.raises(ProviderError, match="not found"):
+        with pytest.raises(BackendError, match="not found"):
             await resolve_secret(store, provider)
         if kube.standin is not None:
             secret_reads = [r for r in kube.standin.requests if r.resource == "secrets" and r.verb == "get"]

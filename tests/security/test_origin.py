@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from providers import ProviderConfig, ProviderError, Window, create_provider
+from providers import BackendConfig, BackendError, Window, create_backend
 
 KEY = "shared-api-key-0123456789"
 
@@ -37,8 +37,8 @@ class Recorder:
 
 
 def provider(target: str) -> Any:
-    return create_provider(
-        ProviderConfig(
+    return create_backend(
+        BackendConfig(
             type="http", target_server=target, secret={"header.X-Api-Key": KEY.encode()}, name="ns/p"
         )
     )
@@ -51,7 +51,7 @@ async def test_cross_origin_redirect_is_not_followed(aiohttp_server: Any) -> Non
     server = await aiohttp_server(mine.app(redirect_to=f"http://127.0.0.1:{other_server.port}/steal"))
     p = provider(f"http://127.0.0.1:{server.port}/api")
     try:
-        with pytest.raises(ProviderError) as err:
+        with pytest.raises(BackendError) as err:
             await p.query("/moved|value", Window())
         assert "another origin" in err.value.message and "not followed" in err.value.message
         assert other.seen == []  # the other origin never saw a request, let alone the key
@@ -77,7 +77,7 @@ async def test_only_get_and_post(aiohttp_server: Any, method: str) -> None:
     server = await aiohttp_server(mine.app())
     p = provider(f"http://127.0.0.1:{server.port}/api")
     try:
-        with pytest.raises(ProviderError, match="method"):
+        with pytest.raises(BackendError, match="method"):
             await p.query(
                 json.dumps({"url": "/admin/anything", "method": method, "valuePath": "value"}), Window()
             )
@@ -105,7 +105,7 @@ async def test_urls_stay_below_target_server(aiohttp_server: Any, url: str) -> N
     p = provider(f"{host}/api")
     url = url.replace("http://user@HOST", f"http://user@127.0.0.1:{server.port}").replace("HOST", host)
     try:
-        with pytest.raises(ProviderError, match="targetServer|segments"):
+        with pytest.raises(BackendError, match="targetServer|segments"):
             await p.query(json.dumps({"url": url, "valuePath": "value"}), Window())
         assert mine.seen == []
     finally:
@@ -117,7 +117,7 @@ async def test_host_header_cannot_be_set(aiohttp_server: Any) -> None:
     server = await aiohttp_server(mine.app())
     p = provider(f"http://127.0.0.1:{server.port}/api")
     try:
-        with pytest.raises(ProviderError, match="target host"):
+        with pytest.raises(BackendError, match="target host"):
             await p.query(
                 '{"url": "/v", "headers": {"Host": "admin.internal"}, "valuePath": "value"}', Window()
             )

@@ -19,12 +19,12 @@ from urllib.parse import quote, quote_plus
 import pytest
 from aiohttp import web
 
-from metrics_server.fetch import ProviderPool, fetch_once
+from metrics_server.fetch import BackendPool, fetch_once
 from metrics_server.logsetup import RedactingFilter
 from metrics_server.model import parse_provider, parse_secret
 from metrics_server.redact import MASK, REGISTRY, Redactor
 from metrics_server.store.base import IndexedStore
-from providers import ProviderError
+from providers import BackendError
 
 USER = "svc-metrics"
 PASSWORD = 'p@ss"w/rd&1+x y\\z'
@@ -144,10 +144,10 @@ def shared_provider(url: str) -> tuple[IndexedStore, Any]:
 async def test_error_messages_carry_no_credential_in_any_form(aiohttp_server: Any) -> None:
     server = await aiohttp_server(echo_app())
     store, provider = shared_provider(f"http://127.0.0.1:{server.port}")
-    pool = ProviderPool(store)
+    pool = BackendPool(store)
     try:
         client, config = await pool.get(provider)
-        with pytest.raises(ProviderError) as err:
+        with pytest.raises(BackendError) as err:
             await fetch_once(client, config, "/fail|value", None)
         assert "HTTP 500" in err.value.message
         assert leaked(err.value.message) == []
@@ -179,7 +179,7 @@ async def test_logs_of_every_logger_and_level_are_redacted(
 ) -> None:
     server = await aiohttp_server(echo_app())
     store, provider = shared_provider(f"http://127.0.0.1:{server.port}")
-    pool = ProviderPool(store)
+    pool = BackendPool(store)
     try:
         await pool.get(provider)  # a live provider: its redactor is registered
         logging.getLogger("some.sdk").warning("request failed: Authorization: Basic %s (%s)", BASIC, PASSWORD)

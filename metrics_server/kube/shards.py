@@ -28,6 +28,7 @@ from typing import Any
 
 from metrics_server.kube.client import ApiException, KubeClient, resource_path
 from metrics_server.kube.leader import default_identity, micro_time
+from metrics_server.selfmetrics import report_lease_held
 from metrics_server.sharding import assign
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class ShardManager:
         delay = max(0.0, renewed + self.renew_deadline - self.clock())
         self._fence_timers[shard] = asyncio.get_running_loop().call_later(delay, self._fence)
         if new:
+            report_lease_held(self.shard_lease(shard), True)
             log.info("%s: owns shard %d", self.identity, shard)
             if self.on_acquired:
                 self.on_acquired(shard)
@@ -134,6 +136,7 @@ class ShardManager:
         timer = self._fence_timers.pop(shard, None)
         if timer is not None:
             timer.cancel()
+        report_lease_held(self.shard_lease(shard), False)
         log.info("%s: gave up shard %d (%s)", self.identity, shard, why)
         if self.on_lost:
             self.on_lost(shard)
@@ -146,6 +149,10 @@ class ShardManager:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> asyncio.Task[None]:
         if self._task is None:
+            # every replica reports every shard (held or not), so an unowned shard is one that all
+            # replicas report False for: the KeptnMetricsNoLeader alert (docs/operations.md)
+            for shard in range(self.shards):
+                report_lease_held(self.shard_lease(shard), shard in self._owned)
             self._task = asyncio.create_task(self.run(), name=f"shard leases {self.prefix}")
         return self._task
 
@@ -171,6 +178,8 @@ class ShardManager:
         held = list(self._owned)
         for shard in held:
             self._lose(shard, "shutting down")
+        for shard in range(self.shards):
+            report_lease_held(self.shard_lease(shard), None)  # no longer campaigning: the series go
         if release:
             names = [self.shard_lease(s) for s in held] + [self.member_lease]
             await asyncio.gather(*(self._release(n) for n in names), return_exceptions=True)

@@ -178,3 +178,28 @@ async def test_an_owner_cut_off_from_the_api_server_stops_before_anyone_else_sta
         assert r.overlaps == []
     finally:
         await r.close()
+
+
+def _lease_held() -> dict[str, float]:
+    from metrics_server.selfmetrics import LEASE_HELD
+
+    return {
+        s.labels["lease"]: s.value
+        for family in LEASE_HELD.collect()
+        for s in family.samples
+        if s.labels["lease"].startswith("t-shard-")
+    }
+
+
+async def test_each_shard_lease_is_reported_held_or_not_until_the_replica_stops(kube: KubeEnv) -> None:
+    """keptn_metrics_lease_held covers the shard Leases: the NoLeader alert sees an unowned shard."""
+    r = Replicas(kube)
+    try:
+        a = await r.add("a")
+        assert set(_lease_held()) == {f"t-shard-{s}" for s in range(SHARDS)}  # campaigning: reported
+        await until(lambda: r.owned("a") == list(range(SHARDS)))
+        assert set(_lease_held().values()) == {1.0}
+        await a.stop()
+        assert _lease_held() == {}  # no longer campaigning: the series are gone
+    finally:
+        await r.close()

@@ -9,7 +9,7 @@ skipped. Each problem is one line naming file, document index (1-based) and fiel
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from metrics_server.model import ValidationError
 from metrics_server.store.local import (
     DEFAULT_MAX_MANIFEST_BYTES,
     MESSAGE_LIMIT,
+    document_items,
     manifest_files,
     read_documents,
 )
@@ -50,24 +51,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _items(doc: Any) -> Iterator[tuple[str, Any]]:
-    """(suffix for the location, object) for a document, or for each item of a `*List`."""
-    kind = doc.get("kind") if isinstance(doc, Mapping) else None
-    if isinstance(kind, str) and kind.endswith("List") and "items" in doc:
-        items = doc.get("items")
-        if not isinstance(items, list):
-            yield "", {"kind": kind, "items": items}  # reported below as a malformed List
-            return
-        for i, item in enumerate(items):
-            yield f", item {i + 1}", item
-        return
-    yield "", doc
-
-
 def check_document(doc: Any, where: str, default_namespace: str, report: Report) -> None:
     """Check one YAML document; `where` is "<file> (document <n>" (closed here)."""
-    for suffix, item in _items(doc):
-        location = f"{where}{suffix})"
+    items, shape_problems = document_items(doc, f"{where})")  # the server's own reading of a document
+    report.problems.extend(Problem(p.path, p.message) for p in shape_problems)
+    for position, item in enumerate(items):
+        location = f"{where})" if items == [doc] else f"{where}, item {position + 1})"
         if not isinstance(item, Mapping):
             report.problems.append(Problem(location, f"must be a mapping, got {type(item).__name__}"))
             continue

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import web
@@ -144,11 +144,11 @@ async def _task(coro: Any, name: str) -> AsyncIterator[asyncio.Task[Any]]:
 
 
 @contextlib.contextmanager
-def stop_signals() -> Any:
+def stop_signals() -> Iterator[asyncio.Event]:
     """An Event set by SIGTERM/SIGINT while the block runs (the handlers are removed after)."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    installed = []
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stopping.set)

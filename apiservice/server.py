@@ -309,28 +309,7 @@ async def _start(
 ) -> ApiRunner:
     closers: list[Callable[[], Any]] = []
     stack.push_async_callback(_close_all, closers)
-    tls: TlsManager | None = None
-    ca_bundle: bytes | None = None
-    if o.insecure_http:
-        if o.kubernetes_mode:
-            raise ValueError("--insecure-http is only allowed in local mode")
-        cas.set(_read(o.requestheader_client_ca_file), _read(o.client_ca_file))
-    else:
-        if o.tls_cert_file and o.tls_private_key_file:
-            cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
-        else:
-            ca = None
-            if o.kubernetes_mode and o.apiservice_ca_injection:
-                ca = await _shared_ca(o, api_client)  # every replica must present a cert from the injected CA
-            cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
-            cert_file, key_file = str(cert_path), str(key_path)
-        tls = TlsManager(
-            cert_file,
-            key_file,
-            cas,
-            requestheader_ca_file=o.requestheader_client_ca_file,
-            client_ca_file=o.client_ca_file,
-        )
+    tls, ca_bundle = await _serving_tls(o, cas, api_client)
 
     # Review backends (TokenReview / SubjectAccessReview).
     if (
@@ -352,24 +331,11 @@ async def _start(
         denied_ttl=o.authz_denied_ttl,
     )
 
-    # The authentication ConfigMap (Kubernetes mode): CA files and header names not given as flags.
     source = auth_source
     if source is None and o.kubernetes_mode and hasattr(store, "auth_configmap"):
         source = store
     if source is not None:
-        configmap = _AuthConfigMap(o, requestheader, cas, tls)
-        configmap.apply(getattr(source, "auth_configmap", None))
-        subscribe = getattr(source, "subscribe_auth_configmap", None)
-        if subscribe is not None:
-
-            def on_configmap(*args: Any) -> None:
-                data = args[0] if args else getattr(source, "auth_configmap", None)
-                try:
-                    configmap.apply(data)
-                except Exception:
-                    log.exception("applying %s failed; keeping the previous settings", AUTH_CONFIGMAP)
-
-            subscribe(on_configmap)
+        _follow_auth_configmap(source, _AuthConfigMap(o, requestheader, cas, tls))
 
     api = MetricsApi(
         store,
@@ -410,17 +376,70 @@ async def _start(
     log.info("metrics APIs listening on %s://%s:%s", result.scheme, host, port)
     stack.pop_all()  # from here on, result.stop() closes everything
     stack.push_async_callback(result.stop)
+    await _start_beside_https(result, store, o, api_client)
+    return result
+
+
+async def _start_beside_https(result: ApiRunner, store: Store, o: ApiOptions, api_client: Any) -> None:
+    """What runs next to the HTTPS server and is stopped by `result.stop()`: the KEDA gRPC
+    scaler, the certificate watch; then the caBundle injection (self-signed, Kubernetes mode)."""
     if o.grpc_port:
-        result._grpc, result.grpc_port = await _start_grpc(store, api, o, tls)
-    if tls is not None and o.cert_reload_interval > 0:
-        result._tasks.append(asyncio.create_task(tls.watch(o.cert_reload_interval)))
-    if o.kubernetes_mode and o.apiservice_ca_injection and ca_bundle is not None:
+        result._grpc, result.grpc_port = await _start_grpc(store, result.api, o, result.tls)
+    if result.tls is not None and o.cert_reload_interval > 0:
+        result._tasks.append(asyncio.create_task(result.tls.watch(o.cert_reload_interval)))
+    if o.kubernetes_mode and o.apiservice_ca_injection and result.ca_bundle is not None:
         client = api_client
         if client is None:
             client = await kube_api_client(None, o.kubeconfig)
-            closers.append(client.close)
-        await inject_ca_bundle(client, o.apiservice_ca_injection, ca_bundle)
-    return result
+            result._closers.append(client.close)
+        await inject_ca_bundle(client, o.apiservice_ca_injection, result.ca_bundle)
+
+
+async def _serving_tls(
+    o: ApiOptions, cas: CertificateAuthorities, api_client: Any
+) -> tuple[TlsManager | None, bytes | None]:
+    """The serving certificate (given, or self-signed; from the shared CA when caBundles are
+    injected) and the CA bundle to inject; (None, None) for local --insecure-http."""
+    if o.insecure_http:
+        if o.kubernetes_mode:
+            raise ValueError("--insecure-http is only allowed in local mode")
+        cas.set(_read(o.requestheader_client_ca_file), _read(o.client_ca_file))
+        return None, None
+    ca_bundle: bytes | None = None
+    if o.tls_cert_file and o.tls_private_key_file:
+        cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
+    else:
+        ca = None
+        if o.kubernetes_mode and o.apiservice_ca_injection:
+            ca = await _shared_ca(o, api_client)  # every replica must present a cert from the injected CA
+        cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
+        cert_file, key_file = str(cert_path), str(key_path)
+    tls = TlsManager(
+        cert_file,
+        key_file,
+        cas,
+        requestheader_ca_file=o.requestheader_client_ca_file,
+        client_ca_file=o.client_ca_file,
+    )
+    return tls, ca_bundle
+
+
+def _follow_auth_configmap(source: Any, configmap: _AuthConfigMap) -> None:
+    """The authentication ConfigMap (Kubernetes mode): CA files and header names not given as
+    flags, applied now and on every change."""
+    configmap.apply(getattr(source, "auth_configmap", None))
+    subscribe = getattr(source, "subscribe_auth_configmap", None)
+    if subscribe is None:
+        return
+
+    def on_configmap(*args: Any) -> None:
+        data = args[0] if args else getattr(source, "auth_configmap", None)
+        try:
+            configmap.apply(data)
+        except Exception:
+            log.exception("applying %s failed; keeping the previous settings", AUTH_CONFIGMAP)
+
+    subscribe(on_configmap)
 
 
 async def _start_grpc(

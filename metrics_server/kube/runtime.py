@@ -60,19 +60,7 @@ class KubernetesRuntime:
         self.states.follower_grace = self.writer.refresh_interval
         self.evaluator = self.services.evaluator
         self.leading = False
-        self.elector: LeaderElector | None = None
-        if k.leader_elect:
-            self.elector = LeaderElector(
-                client,
-                k.leader_election_namespace,
-                k.leader_election_lease_name,
-                identity=identity,
-                lease_duration=k.leader_election_lease_duration,
-                renew_deadline=k.leader_election_renew_deadline,
-                retry_period=k.leader_election_retry_period,
-                on_started_leading=self._started_leading,
-                on_stopped_leading=self._stopped_leading,
-            )
+        self.elector = self._leader_elector(identity) if k.leader_elect else None
         self._controller: asyncio.Task[None] | None = None
         #: sharded runtime (--shards N, docs/scaling.md): shard Leases decide what this replica
         #: fetches, peers stream each other's values; the leader Lease only runs the controller
@@ -82,25 +70,44 @@ class KubernetesRuntime:
         self.peers: Any = None
         if self.shard_count > 0:
             from metrics_server.kube.leader import default_identity
-            from metrics_server.kube.shards import ShardManager
 
             self.identity = self.identity or default_identity()
-            self.shards = ShardManager(
-                client,
-                k.leader_election_namespace,
-                self.shard_count,
-                prefix=k.shard_lease_prefix,
-                identity=self.identity,
-                lease_duration=k.leader_election_lease_duration,
-                renew_deadline=k.leader_election_renew_deadline,
-                retry_period=k.leader_election_retry_period,
-                on_acquired=self._shard_acquired,
-                on_lost=self._shard_lost,
-                on_members=self._members_changed,
-            )
+            self.shards = self._shard_manager(self.identity)
             self.evaluator.owns = self.owns
         self.store.subscribe(self._on_store_event)
         self._stack: contextlib.AsyncExitStack | None = None
+
+    def _leader_elector(self, identity: str | None) -> LeaderElector:
+        k = self.kube
+        return LeaderElector(
+            self.client,
+            k.leader_election_namespace,
+            k.leader_election_lease_name,
+            identity=identity,
+            lease_duration=k.leader_election_lease_duration,
+            renew_deadline=k.leader_election_renew_deadline,
+            retry_period=k.leader_election_retry_period,
+            on_started_leading=self._started_leading,
+            on_stopped_leading=self._stopped_leading,
+        )
+
+    def _shard_manager(self, identity: str) -> Any:
+        from metrics_server.kube.shards import ShardManager
+
+        k = self.kube
+        return ShardManager(
+            self.client,
+            k.leader_election_namespace,
+            self.shard_count,
+            prefix=k.shard_lease_prefix,
+            identity=identity,
+            lease_duration=k.leader_election_lease_duration,
+            renew_deadline=k.leader_election_renew_deadline,
+            retry_period=k.leader_election_retry_period,
+            on_acquired=self._shard_acquired,
+            on_lost=self._shard_lost,
+            on_members=self._members_changed,
+        )
 
     # -- shards ----------------------------------------------------------------------------------
     def owns(self, key: ObjectKey) -> bool:

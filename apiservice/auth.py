@@ -164,19 +164,12 @@ class KubeReviewClient:
 
 
 async def kube_api_client(kubeconfig: str | None, fallback_kubeconfig: str | None = None) -> Any:
-    """An ApiClient from `kubeconfig`, else in-cluster config, else `fallback_kubeconfig`/default."""
-    from kubernetes_asyncio import client, config
-    from kubernetes_asyncio.config import ConfigException
+    """An ApiClient for reviews: `kubeconfig` (--authentication/authorization-kubeconfig), else the
+    server's own configuration (--kubeconfig, in-cluster, default kubeconfig) from the one
+    function that builds Kubernetes clients."""
+    from metrics_server.kube.client import api_client
 
-    cfg = client.Configuration()
-    if kubeconfig:
-        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=cfg)
-        except ConfigException:
-            await config.load_kube_config(config_file=fallback_kubeconfig, client_configuration=cfg)
-    return client.ApiClient(configuration=cfg)
+    return await api_client(kubeconfig or fallback_kubeconfig)
 
 
 # -- authentication -------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
+from metrics_server.startup import StartupError
+
 REJECTED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -75,17 +77,23 @@ def add_arguments(group: Any) -> None:
 
 
 def limits_from_args(args: argparse.Namespace) -> ConnectionLimits:
-    d = ConnectionLimits()
+    """The limits from the flags `add_arguments` defined (the CLI boundary)."""
     return ConnectionLimits(
-        tls_handshake_timeout=max(
-            0.1, float(getattr(args, "tls_handshake_timeout", d.tls_handshake_timeout))
-        ),
-        request_header_timeout=max(
-            0.1, float(getattr(args, "request_header_timeout", d.request_header_timeout))
-        ),
-        keep_alive_timeout=max(0.1, float(getattr(args, "keep_alive_timeout", d.keep_alive_timeout))),
-        max_connections=max(1, int(getattr(args, "max_connections", d.max_connections))),
+        tls_handshake_timeout=max(0.1, float(args.tls_handshake_timeout)),
+        request_header_timeout=max(0.1, float(args.request_header_timeout)),
+        keep_alive_timeout=max(0.1, float(args.keep_alive_timeout)),
+        max_connections=max(1, int(args.max_connections)),
     )
+
+
+async def listen(site: web.BaseSite, flag: str) -> None:
+    """Start `site`; a port that cannot be bound (taken, no permission) is a `StartupError`
+    naming the address and the flag that chose it."""
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StartupError(f"cannot listen on {site.name} ({flag}): {reason}") from exc
 
 
 class _Guard(asyncio.Protocol):

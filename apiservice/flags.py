@@ -169,8 +169,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ApiOptions:
+    """The aggregated API's part of `ServeConfig` (frozen: built once at the CLI boundary)."""
+
     kubernetes_mode: bool = False
     secure_port: int = 6443
     bind_address: str = "0.0.0.0"
@@ -208,44 +210,49 @@ class ApiOptions:
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, kubernetes_mode: bool) -> ApiOptions:
-        def opt_csv(name: str) -> list[str] | None:
-            value = getattr(args, name, None)
+    def from_args(
+        cls,
+        args: argparse.Namespace,
+        kubernetes_mode: bool,
+        *,
+        server_namespace: str = "keptn-system",
+        kubeconfig: str | None = None,
+    ) -> ApiOptions:
+        """The options from the flags `add_arguments` defined; `server_namespace` and `kubeconfig`
+        are other components' flags, handed over by the CLI (metrics_server/config.py)."""
+
+        def opt_csv(value: str | None) -> list[str] | None:
             return None if value is None else _csv(value)
 
-        mode = getattr(args, "authorization_mode", None) or ("Webhook" if kubernetes_mode else "AlwaysAllow")
-        insecure = bool(getattr(args, "insecure_http", False))
+        mode = args.authorization_mode or ("Webhook" if kubernetes_mode else "AlwaysAllow")
+        insecure = bool(args.insecure_http)
         if insecure and kubernetes_mode:
             raise SystemExit(
                 "--insecure-http is only allowed in local mode: Kubernetes mode always serves TLS"
             )
-        cert, key = getattr(args, "tls_cert_file", None), getattr(args, "tls_private_key_file", None)
+        cert, key = args.tls_cert_file, args.tls_private_key_file
         if bool(cert) != bool(key):
             raise SystemExit("--tls-cert-file and --tls-private-key-file must be given together")
         return cls(
             kubernetes_mode=kubernetes_mode,
             secure_port=args.secure_port,
-            bind_address=getattr(args, "bind_address", None)
-            or ("0.0.0.0" if kubernetes_mode else "127.0.0.1"),
+            bind_address=args.bind_address or ("0.0.0.0" if kubernetes_mode else "127.0.0.1"),
             tls_cert_file=cert,
             tls_private_key_file=key,
             cert_dir=args.cert_dir,
-            self_signed_hosts=_csv(
-                args.self_signed_hosts
-                or default_self_signed_hosts(getattr(args, "server_namespace", None) or "keptn-system")
-            ),
+            self_signed_hosts=_csv(args.self_signed_hosts or default_self_signed_hosts(server_namespace)),
             insecure_http=insecure,
             client_ca_file=args.client_ca_file,
             requestheader_client_ca_file=args.requestheader_client_ca_file,
-            requestheader_allowed_names=opt_csv("requestheader_allowed_names"),
-            requestheader_username_headers=opt_csv("requestheader_username_headers"),
-            requestheader_uid_headers=opt_csv("requestheader_uid_headers"),
-            requestheader_group_headers=opt_csv("requestheader_group_headers"),
-            requestheader_extra_headers_prefix=opt_csv("requestheader_extra_headers_prefix"),
+            requestheader_allowed_names=opt_csv(args.requestheader_allowed_names),
+            requestheader_username_headers=opt_csv(args.requestheader_username_headers),
+            requestheader_uid_headers=opt_csv(args.requestheader_uid_headers),
+            requestheader_group_headers=opt_csv(args.requestheader_group_headers),
+            requestheader_extra_headers_prefix=opt_csv(args.requestheader_extra_headers_prefix),
             authentication_kubeconfig=args.authentication_kubeconfig,
             authorization_kubeconfig=args.authorization_kubeconfig,
-            kubeconfig=getattr(args, "kubeconfig", None),
-            server_namespace=getattr(args, "server_namespace", None) or "keptn-system",
+            kubeconfig=kubeconfig,
+            server_namespace=server_namespace,
             always_allow_paths=_csv(args.authorization_always_allow_paths),
             anonymous_auth=args.anonymous_auth,
             authorization_mode=mode,
@@ -258,7 +265,7 @@ class ApiOptions:
             apiservice_ca_injection=_csv(args.apiservice_ca_injection),
             grpc_port=args.grpc_port,
             keda_auth=args.keda_auth,
-            keda_grpc_insecure=bool(getattr(args, "keda_grpc_insecure", False)),
-            keda_grpc_client_ca_file=getattr(args, "keda_grpc_client_ca_file", None),
+            keda_grpc_insecure=bool(args.keda_grpc_insecure),
+            keda_grpc_client_ca_file=args.keda_grpc_client_ca_file,
             limits=connections.limits_from_args(args),
         )

@@ -37,6 +37,7 @@ from apiservice.selfmetrics import observe
 from apiservice.status import ApiError
 from metrics_server.excerpt import excerpt
 from metrics_server.model import KeptnMetric, ObjectKey, ObjectMeta
+from metrics_server.startup import StartupError
 from metrics_server.store.base import Store
 from metrics_server.tenancy import may_read_metric, metric_denied_message
 
@@ -241,9 +242,17 @@ async def start_grpc_scaler(
     server = grpc.aio.server(options=GRPC_OPTIONS, maximum_concurrent_rpcs=GRPC_MAX_CONCURRENT_RPCS)
     server.add_generic_rpc_handlers((scaler.handler(),))
     target = f"{address}:{port}"
-    bound = server.add_secure_port(target, credentials) if credentials else server.add_insecure_port(target)
+    try:
+        if credentials:
+            bound = server.add_secure_port(target, credentials)
+        else:
+            bound = server.add_insecure_port(target)
+    except RuntimeError:  # grpcio >= 1.6x raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {address}:{port} for the KEDA gRPC scaler")
+        raise StartupError(
+            f"cannot listen on {target} (--grpc-port): the port is taken or the address is not local"
+        )
     await server.start()
     mode = "TLS" if credentials else "plain text"
     log.info("KEDA external scaler (gRPC, %s) listening on %s:%d", mode, address, bound)

@@ -1,8 +1,10 @@
 """Start and stop the aggregated API server (HTTPS) and the KEDA gRPC scaler.
 
-runner = await start_api(store, states, options)
-...
-await runner.stop()
+async with await start_api(store, states, options) as runner:
+    ...
+
+`start_api` either returns a running ApiRunner or, on a failure half-way (a port already in
+use, an unreadable certificate), closes what it opened and raises.
 """
 
 from __future__ import annotations
@@ -31,10 +33,9 @@ from apiservice.auth import (
     kube_api_client,
 )
 from apiservice.certs import CertificateAuthorities, TlsManager, ensure_self_signed
-from apiservice.connections import GuardedTCPSite
+from apiservice.connections import GuardedTCPSite, listen
 from apiservice.flags import ApiOptions
-from apiservice.grpc_tls import GrpcServingCredentials
-from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
+from metrics_server.startup import StartupError
 from metrics_server.state import MetricStates
 from metrics_server.store.base import Store
 
@@ -59,6 +60,12 @@ class ApiRunner:
     _grpc: Any = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def __aenter__(self) -> ApiRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let in-flight requests finish (up to `grace` seconds), release everything."""
@@ -203,16 +210,17 @@ async def _reviewers(
     return reviews, reviews, closers
 
 
-async def keda_auth_middleware_for(args: Any, kubernetes_mode: bool, kube_api: Any = None) -> KedaAuth:
+async def keda_auth_middleware_for(o: ApiOptions, kube_api: Any = None) -> KedaAuth:
     """The `--keda-auth` middleware for the plain-HTTP metrics port (bearer token: TokenReview,
-    then SubjectAccessReview `get keptnmetrics` in the namespace), built from the CLI flags.
+    then SubjectAccessReview `get keptnmetrics` in the namespace).
 
     `kube_api`: a kubernetes-asyncio ApiClient to send the reviews with (default: built from
     --authentication-kubeconfig / in-cluster / --kubeconfig)."""
+    from dataclasses import replace
+
     from apiservice.auth import keda_auth_middleware
 
-    o = ApiOptions.from_args(args, kubernetes_mode=kubernetes_mode)
-    forced = ApiOptions(**{**o.__dict__, "authorization_mode": "Webhook"})  # a token always needs reviews
+    forced = replace(o, authorization_mode="Webhook")  # a token always needs reviews
     token_reviewer, access_reviewer, closers = await _reviewers(forced, None, kube_api)
     authenticator = Authenticator(CertificateAuthorities(), None, token_reviewer, token_ttl=o.token_cache_ttl)
     authorizer = Authorizer(
@@ -238,6 +246,8 @@ def _grpc_listener(o: ApiOptions, tls: TlsManager | None) -> tuple[str, int, Any
         return o.bind_address, o.grpc_port, None
     if tls is None:
         return "127.0.0.1", o.grpc_port, None
+    from apiservice.grpc_tls import GrpcServingCredentials
+
     creds = GrpcServingCredentials(tls.cert_file, tls.key_file, o.keda_grpc_client_ca_file)
     return o.bind_address, o.grpc_port, creds.credentials()
 
@@ -276,29 +286,30 @@ async def start_api(
     if o.requestheader_extra_headers_prefix:
         requestheader.extra_headers_prefixes = list(o.requestheader_extra_headers_prefix)
 
-    closers: list[Callable[[], Any]] = []
-    tls: TlsManager | None = None
-    ca_bundle: bytes | None = None
-    if o.insecure_http:
-        if o.kubernetes_mode:
-            raise ValueError("--insecure-http is only allowed in local mode")
-        cas.set(_read(o.requestheader_client_ca_file), _read(o.client_ca_file))
-    else:
-        if o.tls_cert_file and o.tls_private_key_file:
-            cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
-        else:
-            ca = None
-            if o.kubernetes_mode and o.apiservice_ca_injection:
-                ca = await _shared_ca(o, api_client)  # every replica must present a cert from the injected CA
-            cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
-            cert_file, key_file = str(cert_path), str(key_path)
-        tls = TlsManager(
-            cert_file,
-            key_file,
-            cas,
-            requestheader_ca_file=o.requestheader_client_ca_file,
-            client_ca_file=o.client_ca_file,
+    stack = contextlib.AsyncExitStack()  # what is opened, closed again if the start fails half-way
+    async with stack:
+        runner = await _start(
+            stack, store, states, o, cas, requestheader, kube_auth, auth_source, api_client, clock
         )
+        stack.pop_all()
+    return runner
+
+
+async def _start(
+    stack: contextlib.AsyncExitStack,
+    store: Store,
+    states: MetricStates,
+    o: ApiOptions,
+    cas: CertificateAuthorities,
+    requestheader: RequestHeaderConfig,
+    kube_auth: Any,
+    auth_source: Any,
+    api_client: Any,
+    clock: Callable[[], float],
+) -> ApiRunner:
+    closers: list[Callable[[], Any]] = []
+    stack.push_async_callback(_close_all, closers)
+    tls, ca_bundle = await _serving_tls(o, cas, api_client)
 
     # Review backends (TokenReview / SubjectAccessReview).
     if (
@@ -320,24 +331,11 @@ async def start_api(
         denied_ttl=o.authz_denied_ttl,
     )
 
-    # The authentication ConfigMap (Kubernetes mode): CA files and header names not given as flags.
     source = auth_source
     if source is None and o.kubernetes_mode and hasattr(store, "auth_configmap"):
         source = store
     if source is not None:
-        configmap = _AuthConfigMap(o, requestheader, cas, tls)
-        configmap.apply(getattr(source, "auth_configmap", None))
-        subscribe = getattr(source, "subscribe_auth_configmap", None)
-        if subscribe is not None:
-
-            def on_configmap(*args: Any) -> None:
-                data = args[0] if args else getattr(source, "auth_configmap", None)
-                try:
-                    configmap.apply(data)
-                except Exception:
-                    log.exception("applying %s failed; keeping the previous settings", AUTH_CONFIGMAP)
-
-            subscribe(on_configmap)
+        _follow_auth_configmap(source, _AuthConfigMap(o, requestheader, cas, tls))
 
     api = MetricsApi(
         store,
@@ -352,11 +350,12 @@ async def start_api(
     server = build_server(api, keepalive_timeout=o.limits.keep_alive_timeout)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
+    stack.push_async_callback(runner.cleanup)
     host = "127.0.0.1" if o.insecure_http else o.bind_address
     site = GuardedTCPSite(
         runner, host, o.secure_port, limits=o.limits, ssl_context=tls.context if tls else None, backlog=1024
     )
-    await site.start()
+    await listen(site, "--secure-port")
     port = None
     for addr in runner.addresses:
         if isinstance(addr, tuple):
@@ -375,21 +374,85 @@ async def start_api(
         _closers=closers,
     )
     log.info("metrics APIs listening on %s://%s:%s", result.scheme, host, port)
-    try:
-        if o.grpc_port:
-            scaler = ExternalScaler(store, api.fresh_value)
-            result._grpc, result.grpc_port = await start_grpc_scaler(
-                scaler, *_grpc_listener(o, tls)
-            )
-        if tls is not None and o.cert_reload_interval > 0:
-            result._tasks.append(asyncio.create_task(tls.watch(o.cert_reload_interval)))
-        if o.kubernetes_mode and o.apiservice_ca_injection and ca_bundle is not None:
-            client = api_client
-            if client is None:
-                client = await kube_api_client(None, o.kubeconfig)
-                closers.append(client.close)
-            await inject_ca_bundle(client, o.apiservice_ca_injection, ca_bundle)
-    except BaseException:
-        await result.stop()
-        raise
+    stack.pop_all()  # from here on, result.stop() closes everything
+    stack.push_async_callback(result.stop)
+    await _start_beside_https(result, store, o, api_client)
     return result
+
+
+async def _start_beside_https(result: ApiRunner, store: Store, o: ApiOptions, api_client: Any) -> None:
+    """What runs next to the HTTPS server and is stopped by `result.stop()`: the KEDA gRPC
+    scaler, the certificate watch; then the caBundle injection (self-signed, Kubernetes mode)."""
+    if o.grpc_port:
+        result._grpc, result.grpc_port = await _start_grpc(store, result.api, o, result.tls)
+    if result.tls is not None and o.cert_reload_interval > 0:
+        result._tasks.append(asyncio.create_task(result.tls.watch(o.cert_reload_interval)))
+    if o.kubernetes_mode and o.apiservice_ca_injection and result.ca_bundle is not None:
+        client = api_client
+        if client is None:
+            client = await kube_api_client(None, o.kubeconfig)
+            result._closers.append(client.close)
+        await inject_ca_bundle(client, o.apiservice_ca_injection, result.ca_bundle)
+
+
+async def _serving_tls(
+    o: ApiOptions, cas: CertificateAuthorities, api_client: Any
+) -> tuple[TlsManager | None, bytes | None]:
+    """The serving certificate (given, or self-signed; from the shared CA when caBundles are
+    injected) and the CA bundle to inject; (None, None) for local --insecure-http."""
+    if o.insecure_http:
+        if o.kubernetes_mode:
+            raise ValueError("--insecure-http is only allowed in local mode")
+        cas.set(_read(o.requestheader_client_ca_file), _read(o.client_ca_file))
+        return None, None
+    ca_bundle: bytes | None = None
+    if o.tls_cert_file and o.tls_private_key_file:
+        cert_file, key_file = o.tls_cert_file, o.tls_private_key_file
+    else:
+        ca = None
+        if o.kubernetes_mode and o.apiservice_ca_injection:
+            ca = await _shared_ca(o, api_client)  # every replica must present a cert from the injected CA
+        cert_path, key_path, ca_bundle = ensure_self_signed(o.cert_dir, o.self_signed_hosts, ca)
+        cert_file, key_file = str(cert_path), str(key_path)
+    tls = TlsManager(
+        cert_file,
+        key_file,
+        cas,
+        requestheader_ca_file=o.requestheader_client_ca_file,
+        client_ca_file=o.client_ca_file,
+    )
+    return tls, ca_bundle
+
+
+def _follow_auth_configmap(source: Any, configmap: _AuthConfigMap) -> None:
+    """The authentication ConfigMap (Kubernetes mode): CA files and header names not given as
+    flags, applied now and on every change."""
+    configmap.apply(getattr(source, "auth_configmap", None))
+    subscribe = getattr(source, "subscribe_auth_configmap", None)
+    if subscribe is None:
+        return
+
+    def on_configmap(*args: Any) -> None:
+        data = args[0] if args else getattr(source, "auth_configmap", None)
+        try:
+            configmap.apply(data)
+        except Exception:
+            log.exception("applying %s failed; keeping the previous settings", AUTH_CONFIGMAP)
+
+    subscribe(on_configmap)
+
+
+async def _start_grpc(
+    store: Store, api: MetricsApi, o: ApiOptions, tls: TlsManager | None
+) -> tuple[Any, int]:
+    """The KEDA gRPC scaler. grpcio is the optional `grpc` extra: without it a non-zero
+    --grpc-port is a start-up error, never a scaler silently missing."""
+    try:
+        from apiservice.keda_grpc import ExternalScaler, start_grpc_scaler
+    except ImportError as exc:
+        raise StartupError(
+            f"--grpc-port {o.grpc_port}: the KEDA gRPC scaler needs grpcio ({exc.name or exc} is not"
+            " installed); install keptn-metrics[grpc] or pass --grpc-port 0"
+        ) from exc
+    scaler = ExternalScaler(store, api.fresh_value)
+    return await start_grpc_scaler(scaler, *_grpc_listener(o, tls))

@@ -20,6 +20,10 @@ from typing import Any
 import orjson
 import yaml
 
+import apiservice.flags
+import metrics_server.controller.flags
+import metrics_server.egress_flags
+import metrics_server.kube.flags
 from metrics_server import logsetup
 from metrics_server.aggregation import AGGREGATIONS
 from metrics_server.model import ValidationError, parse_metric, parse_provider, parse_secret
@@ -54,13 +58,13 @@ def _add_serve(sub: Any) -> None:
         "and needs no cluster; without it, it watches the Kubernetes API.",
     )
     # components own their flags; the core flags below are added last and win any overlap
-    for module in (
-        "apiservice.flags",
-        "metrics_server.kube.flags",
-        "metrics_server.controller.flags",
-        "metrics_server.egress_flags",
+    for add_component_flags in (
+        apiservice.flags.add_arguments,
+        metrics_server.kube.flags.add_arguments,
+        metrics_server.controller.flags.add_arguments,
+        metrics_server.egress_flags.add_arguments,
     ):
-        _extend(p, module)
+        add_component_flags(p)
     _add_common(p)
     p.add_argument("--manifests", metavar="DIR", help="local mode: folder (or file) of YAML manifests")
     p.add_argument(
@@ -128,19 +132,6 @@ def _add_max_manifest_bytes(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _extend(parser: argparse.ArgumentParser, module_name: str) -> None:
-    """Let each component own its flags (added only if the component is present)."""
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return
-    add: Callable[[argparse.ArgumentParser], None] | None = getattr(module, "add_arguments", None)
-    if add is not None:
-        add(parser)
-
-
 def _add_query(sub: Any) -> None:
     p = sub.add_parser(
         "query",
@@ -201,29 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extend_commands(sub: Any) -> None:
     """Commands contributed by components (the lifecycle controller's evaluate/analyze)."""
-    import importlib
+    from metrics_server.controller.cli import add_commands
 
-    try:
-        module = importlib.import_module("metrics_server.controller.cli")
-    except ImportError:
-        return
-    module.add_commands(sub, _add_common)
+    add_commands(sub, _add_common)
 
 
 # -- commands ------------------------------------------------------------------------------
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    if args.bind_address is None:
-        args.bind_address = "127.0.0.1" if args.manifests else "0.0.0.0"
+    """The CLI boundary: flags become one frozen ServeConfig; below here nothing sees `args`."""
     from metrics_server.app import serve
+    from metrics_server.config import ServeConfig
+    from metrics_server.startup import StartupError
 
-    return _run(serve(args))
+    config = ServeConfig.from_args(args)
+    try:
+        return _run(serve(config))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _run(coro: Any) -> int:
     try:
-        import uvloop
+        import uvloop  # the optional `speed` extra
     except ImportError:
         result: int = asyncio.run(coro)
     else:

@@ -35,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def policy_from_args(args: argparse.Namespace, *, kubernetes_mode: bool) -> EgressPolicy:
-    loopback = getattr(args, "egress_loopback", "auto")
+    loopback = args.egress_loopback
     if loopback == "auto":
         deny_loopback = kubernetes_mode and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     else:
         deny_loopback = loopback == "deny"
     return EgressPolicy.for_mode(
         kubernetes_mode=deny_loopback,
-        allow=parse_networks(getattr(args, "egress_allow", []) or [], "--egress-allow"),
-        deny=parse_networks(getattr(args, "egress_deny", []) or [], "--egress-deny"),
+        allow=parse_networks(args.egress_allow or [], "--egress-allow"),
+        deny=parse_networks(args.egress_deny or [], "--egress-deny"),
     )

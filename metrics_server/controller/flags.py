@@ -64,15 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from_args(args: argparse.Namespace) -> ControllerOptions:
-    """Build options from `serve`'s parsed arguments (core flags included when present)."""
+def options_from_args(
+    args: argparse.Namespace, *, server_namespace: str = "keptn-system", fetch_timeout: float = 10.0
+) -> ControllerOptions:
+    """The options from the flags `add_arguments` defined; `server_namespace` and `fetch_timeout`
+    are `serve`'s core flags, handed over by the CLI (metrics_server/config.py)."""
     return ControllerOptions(
-        enabled=getattr(args, "lifecycle_controller", True),
-        server_namespace=getattr(args, "server_namespace", "keptn-system"),
+        enabled=args.lifecycle_controller,
+        server_namespace=server_namespace,
         staleness_factor=STALENESS_FACTOR,
-        analysis_max_retries=getattr(args, "analysis_max_retries", 10),
-        analysis_retry_interval=getattr(args, "analysis_retry_interval", 10.0),
-        analysis_max_retry_interval=getattr(args, "analysis_max_retry_interval", 300.0),
-        fetch_timeout=getattr(args, "fetch_timeout", 10.0),
-        workers=getattr(args, "lifecycle_workers", 4),
+        analysis_max_retries=args.analysis_max_retries,
+        analysis_retry_interval=args.analysis_retry_interval,
+        analysis_max_retry_interval=args.analysis_max_retry_interval,
+        fetch_timeout=fetch_timeout,
+        workers=args.lifecycle_workers,
     )

@@ -19,8 +19,18 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from metrics_server.names import path_segment_errors
+from metrics_server.startup import StartupError
 
-__all__ = ["MERGE_PATCH", "ApiException", "InvalidPathSegment", "KubeClient", "error_reason", "resource_path"]
+__all__ = [
+    "MERGE_PATCH",
+    "ApiException",
+    "InvalidPathSegment",
+    "KubeClient",
+    "KubeConfigError",
+    "api_client",
+    "error_reason",
+    "resource_path",
+]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = dict[str, Any]
@@ -73,6 +83,51 @@ def error_reason(exc: ApiException) -> str:
     return str(body.get("reason") or "") if isinstance(body, dict) else ""
 
 
+class KubeConfigError(StartupError):
+    """No usable Kubernetes configuration: neither in-cluster nor a kubeconfig."""
+
+
+HOW_TO_FIX = "pass --kubeconfig FILE, or --manifests DIR to run in local mode without a cluster"
+
+
+async def api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s_client.ApiClient:
+    """The kubernetes-asyncio ApiClient every part of the server talks to the API server with.
+
+    `kubeconfig` if given; else the in-cluster service account when running in a pod and
+    $KUBECONFIG is unset; else the first file of $KUBECONFIG, else ~/.kube/config. Nothing
+    usable is a `KubeConfigError` saying what is missing and how to fix it."""
+    cfg = k8s_client.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        except k8s_config.ConfigException as exc:
+            raise KubeConfigError(
+                f"in-cluster Kubernetes configuration is unusable: {exc}; {HOW_TO_FIX}"
+            ) from exc
+        return k8s_client.ApiClient(configuration=cfg)
+    path = _kubeconfig_path(kubeconfig)
+    try:
+        await k8s_config.load_kube_config(
+            config_file=path, context=context, client_configuration=cfg, persist_config=False
+        )
+    except (k8s_config.ConfigException, OSError, ValueError) as exc:
+        raise KubeConfigError(f"cannot use kubeconfig {path}: {exc}; {HOW_TO_FIX}") from exc
+    return k8s_client.ApiClient(configuration=cfg)
+
+
+def _kubeconfig_path(kubeconfig: str | None) -> str:
+    """`--kubeconfig`, else the first file of $KUBECONFIG, else ~/.kube/config; it must exist."""
+    given = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+    path = os.path.expanduser(given or "~/.kube/config")
+    if not os.path.isfile(path):
+        where = "--kubeconfig" if kubeconfig else "$KUBECONFIG" if given else "the default location"
+        raise KubeConfigError(
+            f"no Kubernetes configuration: not running in a pod and no kubeconfig at {path} ({where}); "
+            + HOW_TO_FIX
+        )
+    return path
+
+
 class KubeClient:
     """One ApiClient (one connection pool) for everything this process sends to the API server."""
 
@@ -81,21 +136,8 @@ class KubeClient:
 
     @classmethod
     async def create(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
-        """In-cluster config when running in a pod and no kubeconfig is given, else the kubeconfig
-        (`--kubeconfig`, then $KUBECONFIG, then ~/.kube/config)."""
-        cfg = k8s_client.Configuration()
-        if (
-            kubeconfig is None
-            and os.environ.get("KUBERNETES_SERVICE_HOST")
-            and not os.environ.get("KUBECONFIG")
-        ):
-            k8s_config.load_incluster_config(client_configuration=cfg)
-        else:
-            path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
-            await k8s_config.load_kube_config(
-                config_file=path, context=context, client_configuration=cfg, persist_config=False
-            )
-        return cls(k8s_client.ApiClient(configuration=cfg))
+        """A client configured by `api_client` (the one place that reads Kubernetes configuration)."""
+        return cls(await api_client(kubeconfig, context))
 
     async def close(self) -> None:
         await self.api.close()

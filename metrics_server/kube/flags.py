@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
 
 def _bool(text: str) -> bool:
@@ -122,3 +123,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address the other replicas reach this one's peer endpoint at (default $POD_IP, else the "
         "bind address)",
     )
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    """Kubernetes mode's part of `ServeConfig`: the API server, status writes, leader election, shards."""
+
+    kubeconfig: str | None = None
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    status_refresh_interval: float = 60.0
+    status_write_qps: float = 20.0
+    status_write_burst: int = 40
+    secret_cache_ttl: float = 300.0
+    leader_elect: bool = True
+    leader_election_namespace: str = "keptn-system"
+    leader_election_lease_name: str = "keptn-metrics-leader"
+    leader_election_lease_duration: float = 15.0
+    leader_election_renew_deadline: float = 10.0
+    leader_election_retry_period: float = 2.0
+    shards: int = 0
+    shard_lease_prefix: str = "keptn-metrics"
+    peer_port: int = 8444
+    peer_advertise_address: str = ""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> KubeOptions:
+        """The options from the flags `add_arguments` defined (the CLI boundary)."""
+        return cls(
+            kubeconfig=args.kubeconfig,
+            namespaces=tuple(args.namespaces or ()),
+            status_refresh_interval=args.status_refresh_interval,
+            status_write_qps=args.status_write_qps,
+            status_write_burst=args.status_write_burst,
+            secret_cache_ttl=args.secret_cache_ttl,
+            leader_elect=args.leader_elect,
+            leader_election_namespace=args.leader_election_namespace,
+            leader_election_lease_name=args.leader_election_lease_name,
+            leader_election_lease_duration=args.leader_election_lease_duration,
+            leader_election_renew_deadline=args.leader_election_renew_deadline,
+            leader_election_retry_period=args.leader_election_retry_period,
+            shards=args.shards,
+            shard_lease_prefix=args.shard_lease_prefix,
+            peer_port=args.peer_port,
+            peer_advertise_address=args.peer_advertise_address or "",
+        )

@@ -7,18 +7,20 @@ same values. A new leader spreads its first round of fetches over the shortest f
 interval instead of refetching everything at once.
 
 Shutdown (SIGTERM): /readyz goes false, in-flight API requests drain, fetching stops,
-in-flight status writes finish, the Lease is released, clients are closed.
+in-flight status writes finish, the Leases are released, clients are closed: `start` registers
+each part's closer in one AsyncExitStack in that order, so a start-up failure half-way closes
+exactly what was opened.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from typing import Any
 
+from metrics_server.config import ServeConfig
 from metrics_server.kube.client import KubeClient
 from metrics_server.kube.leader import LeaderElector
 from metrics_server.kube.status_writer import StatusWriter
@@ -31,77 +33,81 @@ from metrics_server.store.base import EventType, StoreEvent
 log = logging.getLogger(__name__)
 
 
-def _arg(args: argparse.Namespace, name: str, default: Any) -> Any:
-    value = getattr(args, name, None)
-    return default if value is None else value
-
-
 class KubernetesRuntime:
-    """One replica in Kubernetes mode (`start`, then `stop`); `run_kubernetes` drives it."""
+    """One replica in Kubernetes mode: `async with` it (or `start`, then `stop`)."""
 
-    def __init__(self, args: argparse.Namespace, client: KubeClient, *, identity: str | None = None) -> None:
+    def __init__(self, config: ServeConfig, client: KubeClient, *, identity: str | None = None) -> None:
         from metrics_server.app import Services
 
-        self.args = args
+        self.config = config
+        k = self.kube = config.kube
         self.client = client
         self.store = KubernetesStore(
             client,
-            namespaces=_arg(args, "namespaces", []) or None,
-            server_namespace=_arg(args, "server_namespace", "keptn-system"),
-            secret_ttl=_arg(args, "secret_cache_ttl", 300.0),
+            namespaces=list(k.namespaces) or None,
+            server_namespace=config.server_namespace,
+            secret_ttl=k.secret_cache_ttl,
         )
         self.writer = StatusWriter(
             client,
-            refresh_interval=_arg(args, "status_refresh_interval", 60.0),
-            qps=_arg(args, "status_write_qps", 20.0),
-            burst=_arg(args, "status_write_burst", 40),
+            refresh_interval=k.status_refresh_interval,
+            qps=k.status_write_qps,
+            burst=k.status_write_burst,
         )
-        self.services = Services(args, self.store, kubernetes_mode=True, sink=self.writer)
+        self.services = Services(config, self.store, sink=self.writer)
         self.states = self.services.states
         # standby replicas serve from status, whose unchanged lastUpdated moves only every refresh interval
         self.states.follower_grace = self.writer.refresh_interval
         self.evaluator = self.services.evaluator
         self.leading = False
-        self.elector: LeaderElector | None = None
-        if _arg(args, "leader_elect", True):
-            self.elector = LeaderElector(
-                client,
-                _arg(args, "leader_election_namespace", "keptn-system"),
-                _arg(args, "leader_election_lease_name", "keptn-metrics-leader"),
-                identity=identity,
-                lease_duration=_arg(args, "leader_election_lease_duration", 15.0),
-                renew_deadline=_arg(args, "leader_election_renew_deadline", 10.0),
-                retry_period=_arg(args, "leader_election_retry_period", 2.0),
-                on_started_leading=self._started_leading,
-                on_stopped_leading=self._stopped_leading,
-            )
+        self.elector = self._leader_elector(identity) if k.leader_elect else None
         self._controller: asyncio.Task[None] | None = None
         #: sharded runtime (--shards N, docs/scaling.md): shard Leases decide what this replica
         #: fetches, peers stream each other's values; the leader Lease only runs the controller
-        self.shard_count = int(_arg(args, "shards", 0))
+        self.shard_count = k.shards
         self.identity = identity or (self.elector.identity if self.elector else None)
         self.shards: Any = None
         self.peers: Any = None
         if self.shard_count > 0:
             from metrics_server.kube.leader import default_identity
-            from metrics_server.kube.shards import ShardManager
 
             self.identity = self.identity or default_identity()
-            self.shards = ShardManager(
-                client,
-                _arg(args, "leader_election_namespace", "keptn-system"),
-                self.shard_count,
-                prefix=_arg(args, "shard_lease_prefix", "keptn-metrics"),
-                identity=self.identity,
-                lease_duration=_arg(args, "leader_election_lease_duration", 15.0),
-                renew_deadline=_arg(args, "leader_election_renew_deadline", 10.0),
-                retry_period=_arg(args, "leader_election_retry_period", 2.0),
-                on_acquired=self._shard_acquired,
-                on_lost=self._shard_lost,
-                on_members=self._members_changed,
-            )
+            self.shards = self._shard_manager(self.identity)
             self.evaluator.owns = self.owns
         self.store.subscribe(self._on_store_event)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def _leader_elector(self, identity: str | None) -> LeaderElector:
+        k = self.kube
+        return LeaderElector(
+            self.client,
+            k.leader_election_namespace,
+            k.leader_election_lease_name,
+            identity=identity,
+            lease_duration=k.leader_election_lease_duration,
+            renew_deadline=k.leader_election_renew_deadline,
+            retry_period=k.leader_election_retry_period,
+            on_started_leading=self._started_leading,
+            on_stopped_leading=self._stopped_leading,
+        )
+
+    def _shard_manager(self, identity: str) -> Any:
+        from metrics_server.kube.shards import ShardManager
+
+        k = self.kube
+        return ShardManager(
+            self.client,
+            k.leader_election_namespace,
+            self.shard_count,
+            prefix=k.shard_lease_prefix,
+            identity=identity,
+            lease_duration=k.leader_election_lease_duration,
+            renew_deadline=k.leader_election_renew_deadline,
+            retry_period=k.leader_election_retry_period,
+            on_acquired=self._shard_acquired,
+            on_lost=self._shard_lost,
+            on_members=self._members_changed,
+        )
 
     # -- shards ----------------------------------------------------------------------------------
     def owns(self, key: ObjectKey) -> bool:
@@ -128,14 +134,14 @@ class KubernetesRuntime:
     def _split_write_budget(self) -> None:
         """--status-write-qps is cluster-wide: each owner gets its shards' part of it."""
         owned = len(self.shards.owned) if self.shards is not None else self.shard_count
-        qps = float(_arg(self.args, "status_write_qps", 20.0))
+        qps = float(self.kube.status_write_qps)
         self.writer.bucket.set_rate(qps * max(1, owned) / self.shard_count)
 
     async def _await_peer_snapshots(self) -> None:
         """A new replica opens its ports once it holds every peer's values, not only their
         (lagging) status, so a rolling update brings no stale answers; bounded by a lease duration."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(_arg(self.args, "leader_election_lease_duration", 15.0))
+        deadline = loop.time() + float(self.kube.leader_election_lease_duration)
         while loop.time() < deadline:
             if self.shards.observed.is_set() and self.peers.synced():
                 return
@@ -146,23 +152,24 @@ class KubernetesRuntime:
         if self.peers is not None:
             self.peers.set_peers(members)
 
-    async def _start_peers(self) -> None:
+    async def _start_peers(self, stack: contextlib.AsyncExitStack) -> None:
         from apiservice.shared_ca import shared_ca
         from metrics_server.kube.peer_tls import peer_contexts
         from metrics_server.kube.peers import PeerHub
 
-        ca_pem, ca_key = await shared_ca(self.client, _arg(self.args, "server_namespace", "keptn-system"))
-        bind = _arg(self.args, "bind_address", "0.0.0.0")
+        ca_pem, ca_key = await shared_ca(self.client, self.config.server_namespace)
+        bind = self.config.bind_address
         self.peers = PeerHub(
             self.states,
             peer_contexts(ca_pem, ca_key),
             owns=self.owns,
             identity=self.identity or "",
             bind_address=bind,
-            port=_arg(self.args, "peer_port", 8444),
+            port=self.kube.peer_port,
         )
+        stack.push_async_callback(self.peers.stop)  # safe after a half-done start
         port = await self.peers.start()
-        host = _arg(self.args, "peer_advertise_address", "") or ("127.0.0.1" if bind == "0.0.0.0" else bind)
+        host = self.kube.peer_advertise_address or ("127.0.0.1" if bind == "0.0.0.0" else bind)
         self.shards.peer_address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     # -- leadership ----------------------------------------------------------------------------
@@ -196,12 +203,9 @@ class KubernetesRuntime:
             self._controller = None
 
     def _start_controller(self) -> None:
-        # part of this package, not an optional extra: an ImportError here is a bug to surface
-        from metrics_server.controller.flags import options_from_args
         from metrics_server.controller.runtime import run_controller
 
-        options = replace(options_from_args(self.args), egress=self.services.evaluator.options.egress)
-        namespaces = _arg(self.args, "namespaces", []) or None
+        options, namespaces = self.config.controller, list(self.kube.namespaces) or None
         self._controller = asyncio.get_running_loop().create_task(
             run_controller(self.client, self.store, self.states, options, namespaces=namespaces),
             name="lifecycle controller",
@@ -230,61 +234,74 @@ class KubernetesRuntime:
             self.states.load_status(metric)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def start(self) -> None:
-        self.writer.pause()  # nothing is written before we lead
-        self.writer.start()
-        await self.store.start()
-        log.info(
-            "watching %d KeptnMetrics and %d KeptnMetricsProviders in %s",
-            len(self.store.list_metrics()),
-            len(self.store.list_providers()),
-            ", ".join(self.store.namespaces) if self.store.namespaces else "all namespaces",
-        )
-        self.evaluator.load()
-        for metric in self.store.list_metrics():
-            self.states.load_status(metric)
-        if self.shards is not None:
-            await self._start_peers()
-            self._split_write_budget()
-            self.writer.resume()  # only owned keys are fetched, so only they are written
-            self.evaluator.activate()  # dispatches nothing until a shard is acquired
-            self.shards.start()
-            await self._await_peer_snapshots()
-        await self.services.start()  # the API ports open (and /readyz answers) only now
-        if self.elector is not None:
-            self.elector.start()
-        else:
-            self._started_leading()
+    async def __aenter__(self) -> KubernetesRuntime:
+        await self.start()
+        return self
 
-    async def stop(self) -> None:
-        await self.services.stop()  # readiness false, API drained, evaluator stopped
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open every part; each closer is registered so that leaving runs, in order: the services
+        (readiness false, delay, listeners closed, requests drained, fetching stopped), the
+        controller, the shard Leases, the peer endpoint, in-flight status writes, the leader Lease,
+        the informers."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.store.stop)  # safe after a half-done start
+            await self.store.start()
+            log.info(
+                "watching %d KeptnMetrics and %d KeptnMetricsProviders in %s",
+                len(self.store.list_metrics()),
+                len(self.store.list_providers()),
+                ", ".join(self.store.namespaces) if self.store.namespaces else "all namespaces",
+            )
+            if self.elector is not None:  # released after the last status write, never before
+                stack.push_async_callback(self.elector.stop, True)
+            self.writer.pause()  # nothing is written before we lead (or own shards)
+            self.writer.start()
+            stack.push_async_callback(self.writer.stop)  # in-flight writes finish
+            self.evaluator.load()
+            for metric in self.store.list_metrics():
+                self.states.load_status(metric)
+            if self.shards is not None:
+                await self._start_peers(stack)
+                self._split_write_budget()
+                self.writer.resume()  # only owned keys are fetched, so only they are written
+                self.evaluator.activate()  # dispatches nothing until a shard is acquired
+                self.shards.start()
+                stack.push_async_callback(self.shards.stop, True)  # stop fetching, hand shards over at once
+                await self._await_peer_snapshots()
+            stack.push_async_callback(self._cancel_controller)
+            await stack.enter_async_context(self.services)  # the API ports open (and /readyz answers) now
+            if self.elector is not None:
+                self.elector.start()
+            else:
+                self._started_leading()
+            self._stack = stack.pop_all()
+
+    async def _cancel_controller(self) -> None:
         if self._controller is not None:
             self._controller.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._controller
             self._controller = None
-        if self.shards is not None:
-            await self.shards.stop(release=True)  # stop fetching, hand shards over at once
-        await self.writer.stop()  # in-flight writes finish
-        if self.peers is not None:
-            await self.peers.stop()
-        if self.elector is not None:
-            await self.elector.stop(release=True)
-        await self.store.stop()
+
+    async def stop(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
 
-async def run_kubernetes(args: argparse.Namespace) -> int:
+@contextlib.asynccontextmanager
+async def kubernetes_runtime(config: ServeConfig) -> AsyncIterator[KubernetesRuntime]:
+    """Kubernetes mode: the API client (closed last) and the replica's runtime over it."""
+    async with await KubeClient.create(config.kube.kubeconfig) as client:
+        async with KubernetesRuntime(config, client) as runtime:
+            yield runtime
+
+
+async def run_kubernetes(config: ServeConfig) -> int:
     """`keptn-metrics serve` in Kubernetes mode; returns the exit code."""
-    client = await KubeClient.create(_arg(args, "kubeconfig", None))
-    try:
-        runtime = KubernetesRuntime(args, client)
-        runtime.services.install_signal_handlers()
-        try:
-            await runtime.start()
-            await runtime.services.stopping.wait()
-            log.info("shutting down")
-        finally:
-            await runtime.stop()
-    finally:
-        await client.close()
-    return 0
+    from metrics_server.app import serve
+
+    return await serve(config)

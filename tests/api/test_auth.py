@@ -287,15 +287,15 @@ async def test_keda_auth_middleware_for_cli_args(aiohttp_client, kube: KubeRevie
     from aiohttp import web
     from kubernetes_asyncio import client
 
-    from apiservice.flags import add_arguments
+    from apiservice.flags import ApiOptions, add_arguments
     from apiservice.server import keda_auth_middleware_for
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--keda-auth"])
+    options = ApiOptions.from_args(parser.parse_args(["--keda-auth"]), kubernetes_mode=False)
     api_client = client.ApiClient(client.Configuration(host=kube.url))
     kube.tokens["keda"] = {"username": "keda", "groups": []}
-    keda_auth = await keda_auth_middleware_for(args, False, api_client)
+    keda_auth = await keda_auth_middleware_for(options, api_client)
     app = web.Application(middlewares=[keda_auth.middleware])
     app.router.add_get("/api/v1/metrics/{namespace}/{name}", lambda r: web.json_response({"value": "1"}))
     c = await aiohttp_client(app)

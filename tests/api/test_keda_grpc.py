@@ -149,8 +149,7 @@ async def test_grpc_port_zero_disables(world: World, pki, kube):
     import tests.api.conftest as c
     from apiservice.server import start_api
 
-    opts = c.options(pki)
-    opts.grpc_port = 0
+    opts = c.options(pki, "--grpc-port", "0")
     runner = await start_api(world.store, world.states, opts)
     try:
         assert runner.grpc_port is None

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from metrics_server.cli import build_parser
+from metrics_server.config import ServeConfig
 from metrics_server.kube.client import KubeClient
 from metrics_server.kube.runtime import KubernetesRuntime
 from metrics_server.model import ObjectKey
@@ -49,11 +49,10 @@ async def backend() -> AsyncIterator[dict[str, Any]]:
     await runner.cleanup()
 
 
-def serve_args(kube: KubeEnv) -> Any:
+def serve_args(kube: KubeEnv) -> ServeConfig:
     ns = kube.namespace
-    return build_parser().parse_args(
+    return ServeConfig.from_argv(
         [
-            "serve",
             "--kubeconfig",
             kube.kubeconfig,
             "--namespaces",

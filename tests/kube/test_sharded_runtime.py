@@ -15,7 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from apiservice.certs import generate_ca
-from metrics_server.cli import build_parser
+from metrics_server.config import ServeConfig
 from metrics_server.kube.peer_tls import peer_contexts
 from metrics_server.kube.peers import PATH
 from metrics_server.kube.runtime import KubernetesRuntime
@@ -58,11 +58,11 @@ async def backend() -> AsyncIterator[dict[str, Any]]:
     await runner.cleanup()
 
 
-def sharded_args(kube: KubeEnv) -> Any:
+def sharded_args(kube: KubeEnv) -> ServeConfig:
     ns = kube.namespace
-    return build_parser().parse_args(
+    return ServeConfig.from_argv(
         [
-            *("serve", "--kubeconfig", kube.kubeconfig, "--namespaces", ns, "--server-namespace", ns),
+            *("--kubeconfig", kube.kubeconfig, "--namespaces", ns, "--server-namespace", ns),
             *("--leader-election-namespace", ns, "--leader-election-lease-duration", "1"),
             *("--leader-election-renew-deadline", "0.6", "--leader-election-retry-period", "0.15"),
             *("--metrics-port", "0", "--secure-port", "0", "--bind-address", "127.0.0.1"),

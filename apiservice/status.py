@@ -1,4 +1,4 @@
-"""Kubernetes `Status` error objects and JSON responses (always `application/json`)."""
+"""Kubernetes `Status` error objects and JSON_CONTENT_TYPE responses (always `application/json`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-JSON = "application/json"
+JSON_CONTENT_TYPE = "application/json"
 
 REASONS = {
     400: "BadRequest",
@@ -47,7 +47,7 @@ def status_body(code: int, message: str, reason: str | None = None) -> bytes:
 
 def status_response(code: int, message: str, reason: str | None = None) -> web.Response:
     # No Retry-After header, on purpose: client-go would retry up to ten times.
-    return web.Response(status=code, body=status_body(code, message, reason), content_type=JSON)
+    return web.Response(status=code, body=status_body(code, message, reason), content_type=JSON_CONTENT_TYPE)
 
 
 def error_response(err: ApiError) -> web.Response:
@@ -55,8 +55,8 @@ def error_response(err: ApiError) -> web.Response:
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(obj), content_type=JSON)
+    return web.Response(status=status, body=orjson.dumps(obj), content_type=JSON_CONTENT_TYPE)
 
 
 def bytes_response(body: bytes, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=body, content_type=JSON)
+    return web.Response(status=status, body=body, content_type=JSON_CONTENT_TYPE)

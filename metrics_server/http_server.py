@@ -1,7 +1,7 @@
 """The plain-HTTP metrics port (9999): health, our /metrics, and upstream's KEDA REST endpoint.
 
 `GET /api/v1/metrics/{namespace}/{name}` answers `{"metric","namespace","value"}` exactly as
-upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON
+upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON_CONTENT_TYPE
 `{"error": ..., "code": ...}`: 404 unknown metric, 503 no value yet or stale (same rule as the APIs).
 """
 
@@ -15,17 +15,17 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from apiservice.selfmetrics import observe  # one request counter for every API, this port's too
+from apiservice.status import JSON_CONTENT_TYPE
 from metrics_server.model import ObjectKey
 from metrics_server.selfmetrics import exposition
 from metrics_server.state import MetricStates, Unavailable, servable_value
 from metrics_server.store.base import Store
 
-JSON = "application/json"
 Readiness = Callable[[], bool]
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+    return web.Response(body=orjson.dumps(body), status=status, content_type=JSON_CONTENT_TYPE)
 
 
 def json_error(status: int, message: str) -> web.Response:

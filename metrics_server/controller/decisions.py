@@ -42,11 +42,10 @@ from metrics_server.controller.model import (
     parse_evaluation_definition,
 )
 from metrics_server.controller.scoring import AnalysisResult, ObjectiveValue, score_analysis
+from metrics_server.kube.client import KubeObject
 from metrics_server.kube.events import Event
 from metrics_server.model import ObjectKey, ValidationError
 from metrics_server.state import rfc3339
-
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class Decision:
     no write), then the object is looked at again after `requeue_after` seconds (None: only
     when it changes)."""
 
-    status: JSON | None = None
+    status: KubeObject | None = None
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
 
@@ -71,7 +70,7 @@ class EvaluationInProgress:
     evaluation: KeptnEvaluation
     overall: str | None
     retry_count: int
-    previous: JSON  # status.evaluationStatus: objectives that Succeeded are not re-checked
+    previous: KubeObject  # status.evaluationStatus: objectives that Succeeded are not re-checked
     start_time: str
 
     @property
@@ -80,7 +79,12 @@ class EvaluationInProgress:
 
 
 def _evaluation_failed(
-    now: float, reason: str, message: str, evaluation_status: JSON, retry_count: int, start_time: str = ""
+    now: float,
+    reason: str,
+    message: str,
+    evaluation_status: KubeObject,
+    retry_count: int,
+    start_time: str = "",
 ) -> Decision:
     stamp = rfc3339(now)
     status = {
@@ -147,7 +151,7 @@ def _after_attempt(
     step: EvaluationInProgress, definition: KeptnEvaluationDefinition, attempt: AttemptResult, now: float
 ) -> Decision:
     retry_count = step.retry_count + 1
-    status: JSON = {
+    status: KubeObject = {
         "retryCount": retry_count,
         "evaluationStatus": {
             **{k: None for k in step.previous if k not in attempt.evaluation_status},

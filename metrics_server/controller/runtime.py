@@ -18,11 +18,11 @@ timeframe is fixed at the first attempt and stored in status.timeframe), in para
 Values that arrived are kept in status.storedValues; missing ones are retried with
 exponential backoff up to --analysis-max-retries (upstream retries forever), then the
 Analysis completes with those objectives scored 0. On completion: state Completed, pass,
-warning, raw (upstream's JSON), the keptn_analysis_result/keptn_objective_result gauges.
+warning, raw (upstream's KubeObject), the keptn_analysis_result/keptn_objective_result gauges.
 
 Each reconcile reads, asks `decisions.py` what to do (pure functions, tested as tables) and
 carries the Decision out: the core v1 Events (bodies from `kube/events.py`), then the status
-as a JSON merge patch to the status subresource, then the requeue.
+as a KubeObject merge patch to the status subresource, then the requeue.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from metrics_server.controller.model import (
 )
 from metrics_server.controller.scoring import ObjectiveValue
 from metrics_server.fetch import BackendPool
-from metrics_server.kube.client import ApiException, KubeClient, resource_path
+from metrics_server.kube.client import ApiException, KubeClient, KubeObject, resource_path
 from metrics_server.kube.events import Event, ObjectReference, default_instance, event_body
 from metrics_server.kube.informer import Informer
 from metrics_server.model import ObjectKey, ValidationError
@@ -66,7 +66,6 @@ from metrics_server.tenancy import may_read_metric, metric_denied_message
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
 LIFECYCLE = ("lifecycle.keptn.sh", "v1")
 METRICS = ("metrics.keptn.sh", "v1")
 EVALUATION, ANALYSIS = "KeptnEvaluation", "Analysis"
@@ -162,7 +161,7 @@ class LifecycleController:
         self.gauges = gauges or default_gauges()
         self.namespaces = [n for n in (namespaces or []) if n] or None
         self.queue = _WorkQueue()
-        self.cache: dict[str, dict[ObjectKey, JSON]] = {EVALUATION: {}, ANALYSIS: {}}
+        self.cache: dict[str, dict[ObjectKey, KubeObject]] = {EVALUATION: {}, ANALYSIS: {}}
         self._generations: dict[_Item, tuple[str, int]] = {}
         self._timers: dict[_Item, asyncio.Task[None]] = {}
         self._analysis_attempts: dict[tuple[ObjectKey, str], int] = {}
@@ -205,8 +204,8 @@ class LifecycleController:
                     await task
             await self.pool.close()
 
-    def _on_list(self, kind: str, ns: str | None) -> Callable[[list[JSON]], None]:
-        def handle(items: list[JSON]) -> None:
+    def _on_list(self, kind: str, ns: str | None) -> Callable[[list[KubeObject]], None]:
+        def handle(items: list[KubeObject]) -> None:
             fresh = {}
             for item in items:
                 key = _key_of(item)
@@ -220,8 +219,8 @@ class LifecycleController:
 
         return handle
 
-    def _on_event(self, kind: str) -> Callable[[str, JSON], None]:
-        def handle(etype: str, obj: JSON) -> None:
+    def _on_event(self, kind: str) -> Callable[[str, KubeObject], None]:
+        def handle(etype: str, obj: KubeObject) -> None:
             key = _key_of(obj)
             if key is None:
                 return
@@ -232,7 +231,7 @@ class LifecycleController:
 
         return handle
 
-    def _observe(self, kind: str, key: ObjectKey, obj: JSON) -> None:
+    def _observe(self, kind: str, key: ObjectKey, obj: KubeObject) -> None:
         self.cache[kind][key] = obj
         md = obj.get("metadata") or {}
         ident = (str(md.get("uid") or ""), int(md.get("generation") or 0))
@@ -286,7 +285,7 @@ class LifecycleController:
                 self.queue.done(item)
 
     # -- API helpers -------------------------------------------------------------------------
-    async def _get(self, group: str, plural: str, key: ObjectKey) -> JSON | None:
+    async def _get(self, group: str, plural: str, key: ObjectKey) -> KubeObject | None:
         try:
             return await self.client.get(resource_path(group, "v1", plural, key.namespace, key.name))
         except ApiException as exc:
@@ -294,7 +293,7 @@ class LifecycleController:
                 return None
             raise
 
-    async def _patch_status(self, kind: str, key: ObjectKey, status: JSON) -> None:
+    async def _patch_status(self, kind: str, key: ObjectKey, status: KubeObject) -> None:
         group, plural = (LIFECYCLE[0], "keptnevaluations") if kind == EVALUATION else (METRICS[0], "analyses")
         path = resource_path(group, "v1", plural, key.namespace, key.name, "status")
         try:
@@ -306,7 +305,7 @@ class LifecycleController:
         if updated and key in self.cache[kind]:
             self.cache[kind][key] = updated
 
-    async def event(self, obj: JSON, kind: str, event: Event) -> None:
+    async def event(self, obj: KubeObject, kind: str, event: Event) -> None:
         involved = ObjectReference.of(obj, kind)
         body = event_body(involved, event, now=self.clock.now(), instance=self.instance)
         try:
@@ -322,7 +321,7 @@ class LifecycleController:
             )
 
     async def _apply(
-        self, item: _Item, doc: JSON, decision: Decision, written: Callable[[], None] | None = None
+        self, item: _Item, doc: KubeObject, decision: Decision, written: Callable[[], None] | None = None
     ) -> None:
         """Carry a decision out: the Events, the status patch, then `written`, the requeue.
 

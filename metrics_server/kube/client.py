@@ -33,7 +33,8 @@ __all__ = [
 ]
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON = dict[str, Any]
+#: a Kubernetes object or list as decoded KubeObject (not a content type)
+KubeObject = dict[str, Any]
 
 
 def resource_path(
@@ -161,8 +162,8 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         request_timeout: float | None = 30.0,
-    ) -> JSON:
-        """Send one request; returns the decoded JSON body, raises ApiException on non-2xx."""
+    ) -> KubeObject:
+        """Send one request; returns the decoded KubeObject body, raises ApiException on non-2xx."""
         result = await self.api.call_api(
             path,
             method,
@@ -202,20 +203,20 @@ class KubeClient:
         return resp
 
     # convenience -------------------------------------------------------------------------------
-    async def get(self, path: str) -> JSON:
+    async def get(self, path: str) -> KubeObject:
         return await self.request("GET", path)
 
-    async def list(self, path: str, **query: Any) -> JSON:
+    async def list(self, path: str, **query: Any) -> KubeObject:
         return await self.request("GET", path, query=query)
 
-    async def create_object(self, path: str, body: JSON) -> JSON:
+    async def create_object(self, path: str, body: KubeObject) -> KubeObject:
         return await self.request("POST", path, body=body)
 
-    async def replace(self, path: str, body: JSON) -> JSON:
+    async def replace(self, path: str, body: KubeObject) -> KubeObject:
         return await self.request("PUT", path, body=body)
 
-    async def merge_patch(self, path: str, body: JSON) -> JSON:
+    async def merge_patch(self, path: str, body: KubeObject) -> KubeObject:
         return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
-    async def delete(self, path: str) -> JSON:
+    async def delete(self, path: str) -> KubeObject:
         return await self.request("DELETE", path)

@@ -21,13 +21,12 @@ from typing import Any
 
 import aiohttp
 
-from metrics_server.kube.client import ApiException, KubeClient
+from metrics_server.kube.client import ApiException, KubeClient, KubeObject
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
-ListHandler = Callable[[list[JSON]], None]
-EventHandler = Callable[[str, JSON], None]
+ListHandler = Callable[[list[KubeObject]], None]
+EventHandler = Callable[[str, KubeObject], None]
 
 
 class Backoff:
@@ -147,7 +146,7 @@ class Informer:
         return q
 
     async def _list(self) -> None:
-        items: list[JSON] = []
+        items: list[KubeObject] = []
         query: dict[str, Any] = {**self._selectors(), "limit": 500}
         rv = ""
         while True:

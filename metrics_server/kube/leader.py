@@ -22,14 +22,12 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from metrics_server import selfmetrics
-from metrics_server.kube.client import ApiException, KubeClient, resource_path
+from metrics_server.kube.client import ApiException, KubeClient, KubeObject, resource_path
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
 Callback = Callable[[], None]
 
 
@@ -75,9 +73,9 @@ class LeaderElector:
         self.clock, self.wall_clock = clock, wall_clock
         self.leading = False
         self.observed_holder = ""
-        self._observed_record: JSON | None = None
+        self._observed_record: KubeObject | None = None
         self._observed_time = 0.0
-        self._lease: JSON | None = None  # last Lease object we read or wrote
+        self._lease: KubeObject | None = None  # last Lease object we read or wrote
         self._task: asyncio.Task[None] | None = None
         self.transitions = 0
 
@@ -162,7 +160,7 @@ class LeaderElector:
                 log.warning("%s: could not renew the Lease within %.1fs", self.identity, self.renew_deadline)
                 return
 
-    def _observe(self, spec: JSON) -> None:
+    def _observe(self, spec: KubeObject) -> None:
         record = {
             k: spec.get(k)
             for k in (

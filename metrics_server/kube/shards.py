@@ -26,14 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from metrics_server.kube.client import ApiException, KubeClient, resource_path
+from metrics_server.kube.client import ApiException, KubeClient, KubeObject, resource_path
 from metrics_server.kube.leader import default_identity, micro_time
 from metrics_server.selfmetrics import report_lease_held
 from metrics_server.sharding import assign
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
 GROUP_LABEL = "metrics.keptn.sh/lease-group"
 ROLE_LABEL = "metrics.keptn.sh/lease"
 ADDRESS_ANNOTATION = "metrics.keptn.sh/peer-address"
@@ -185,14 +184,14 @@ class ShardManager:
             await asyncio.gather(*(self._release(n) for n in names), return_exceptions=True)
 
     # -- one tick --------------------------------------------------------------------------------
-    def _expired(self, name: str, spec: JSON) -> bool:
+    def _expired(self, name: str, spec: KubeObject) -> bool:
         if not spec.get("holderIdentity"):
             return True
         seen = self._seen.get(name)
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         return seen is not None and self.clock() - seen.since >= duration
 
-    def _observe(self, lease: JSON) -> None:
+    def _observe(self, lease: KubeObject) -> None:
         name = str((lease.get("metadata") or {}).get("name") or "")
         spec = lease.get("spec") or {}
         record = tuple(
@@ -220,7 +219,7 @@ class ShardManager:
         await asyncio.gather(*(self._tend(shard, leases, started) for shard in range(self.shards)))
         self.observed.set()
 
-    def _update_members(self, leases: dict[str, JSON]) -> None:
+    def _update_members(self, leases: dict[str, KubeObject]) -> None:
         members = {self.identity: Member(self.identity, self.peer_address)}
         for name, lease in leases.items():
             labels = (lease.get("metadata") or {}).get("labels") or {}
@@ -237,7 +236,7 @@ class ShardManager:
             if self.on_members:
                 self.on_members(dict(members))
 
-    async def _tend(self, shard: int, leases: dict[str, JSON], started: float) -> None:
+    async def _tend(self, shard: int, leases: dict[str, KubeObject], started: float) -> None:
         name = self.shard_lease(shard)
         lease = leases.get(name)
         spec = (lease or {}).get("spec") or {}
@@ -256,10 +255,10 @@ class ShardManager:
             if await self._write(name, lease, started, "shard"):
                 self._gain(shard, started)
 
-    async def _renew_member(self, lease: JSON | None) -> None:
+    async def _renew_member(self, lease: KubeObject | None) -> None:
         await self._write(self.member_lease, lease, self.clock(), "member")
 
-    async def _write(self, name: str, lease: JSON | None, started: float, role: str) -> bool:
+    async def _write(self, name: str, lease: KubeObject | None, started: float, role: str) -> bool:
         """Create or take/renew Lease `name` for us; False if someone else won or the API failed."""
         stamp = micro_time(self.wall_clock())
         spec = dict((lease or {}).get("spec") or {})
@@ -272,7 +271,8 @@ class ShardManager:
         if taking:
             spec["acquireTime"] = stamp
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if lease else 0)
-        metadata: JSON = dict((lease or {}).get("metadata") or {"name": name, "namespace": self.namespace})
+        fresh = {"name": name, "namespace": self.namespace}
+        metadata: KubeObject = dict((lease or {}).get("metadata") or fresh)
         metadata["labels"] = {**(metadata.get("labels") or {}), GROUP_LABEL: self.prefix, ROLE_LABEL: role}
         if role == "member":
             metadata["annotations"] = {
@@ -295,7 +295,7 @@ class ShardManager:
         self._observe(written)
         return True
 
-    async def _release(self, name: str, lease: JSON | None = None) -> bool:
+    async def _release(self, name: str, lease: KubeObject | None = None) -> bool:
         """holderIdentity "" and leaseDurationSeconds 1 (client-go's ReleaseOnCancel), if still ours."""
         try:
             current = lease if lease is not None else await self.client.get(self._path(name))

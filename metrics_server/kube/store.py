@@ -13,10 +13,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from metrics_server.excerpt import excerpt
-from metrics_server.kube.client import ApiException, InvalidPathSegment, KubeClient, resource_path
+from metrics_server.kube.client import ApiException, InvalidPathSegment, KubeClient, KubeObject, resource_path
 from metrics_server.kube.informer import Informer
 from metrics_server.model import (
     METRICS_GROUP,
@@ -34,7 +33,6 @@ from metrics_server.store.base import IndexedStore
 
 log = logging.getLogger(__name__)
 
-JSON = dict[str, Any]
 AUTH_CONFIGMAP = ObjectKey("kube-system", "extension-apiserver-authentication")
 AuthConfigMapListener = Callable[[dict[str, str] | None], None]
 
@@ -116,7 +114,7 @@ class KubernetesStore(IndexedStore):
         await asyncio.gather(*(inf.stop() for inf in self.informers))
 
     # -- KeptnMetric / KeptnMetricsProvider ----------------------------------------------------
-    def _parse(self, kind: type, doc: JSON) -> Resource | None:
+    def _parse(self, kind: type, doc: KubeObject) -> Resource | None:
         _, parser = _KINDS[kind]
         try:
             return parser(doc)
@@ -140,8 +138,8 @@ class KubernetesStore(IndexedStore):
                 )
             return None
 
-    def _list_handler(self, kind: type, namespace: str | None) -> Callable[[list[JSON]], None]:
-        def on_list(items: list[JSON]) -> None:
+    def _list_handler(self, kind: type, namespace: str | None) -> Callable[[list[KubeObject]], None]:
+        def on_list(items: list[KubeObject]) -> None:
             fresh = [o for o in (self._parse(kind, d) for d in items) if o is not None]
             index = self._metrics if kind is KeptnMetric else self._providers
             if namespace is not None:  # other namespaces' informers own the rest of this index
@@ -150,8 +148,8 @@ class KubernetesStore(IndexedStore):
 
         return on_list
 
-    def _event_handler(self, kind: type) -> Callable[[str, JSON], None]:
-        def on_event(etype: str, doc: JSON) -> None:
+    def _event_handler(self, kind: type) -> Callable[[str, KubeObject], None]:
+        def on_event(etype: str, doc: KubeObject) -> None:
             md = doc.get("metadata") or {}
             key = ObjectKey(str(md.get("namespace") or ""), str(md.get("name") or ""))
             index = self._metrics if kind is KeptnMetric else self._providers
@@ -272,11 +270,11 @@ class KubernetesStore(IndexedStore):
             except Exception:
                 log.exception("auth ConfigMap listener failed")
 
-    def _auth_list(self, items: list[JSON]) -> None:
+    def _auth_list(self, items: list[KubeObject]) -> None:
         match = [i for i in items if (i.get("metadata") or {}).get("name") == AUTH_CONFIGMAP.name]
         self._set_auth(dict(match[0].get("data") or {}) if match else None)
 
-    def _auth_event(self, etype: str, doc: JSON) -> None:
+    def _auth_event(self, etype: str, doc: KubeObject) -> None:
         if (doc.get("metadata") or {}).get("name") != AUTH_CONFIGMAP.name:
             return
         self._set_auth(None if etype == "DELETED" else dict(doc.get("data") or {}))

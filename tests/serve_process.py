@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -72,3 +73,20 @@ async def start_exporter(aiohttp_server: Any, exposition: str) -> str:
     app.router.add_get("/metrics", metrics)
     server = await aiohttp_server(app)
     return f"http://127.0.0.1:{server.port}/metrics"
+
+
+def write_local_example(folder: Path, metrics_port: int, extra: str = "", name: str = "metrics.yaml") -> None:
+    """The embedded example (examples/local), reading the /metrics of a server on `metrics_port`."""
+    example = (ROOT / "examples/local/metrics.yaml").read_text()
+    (folder / name).write_text(example.replace("127.0.0.1:9999", f"127.0.0.1:{metrics_port}") + extra)
+
+
+def popen_serve(*args: str) -> subprocess.Popen[bytes]:
+    """`keptn-metrics serve ARGS` for synchronous tests; stdout and stderr merged into `stdout`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "metrics_server", "serve", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )

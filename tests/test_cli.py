@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.prometheus_server import PrometheusServer, free_port
+from tests.serve_process import popen_serve, write_local_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,30 +143,17 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 
 def test_serve_local_mode_shows_live_values_from_the_embedded_example(tmp_path: Path) -> None:
     port = free_port()
-    example = (
-        (ROOT / "examples/local/metrics.yaml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{port}")
-    )
-    (tmp_path / "metrics.yaml").write_text(example)
+    write_local_example(tmp_path, port)
     secure = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "metrics_server",
-            "serve",
-            "--manifests",
-            str(tmp_path),
-            "--metrics-port",
-            str(port),
-            "--secure-port",
-            str(secure),
-            "--cert-dir",
-            str(tmp_path / "certs"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = popen_serve(
+        "--manifests",
+        str(tmp_path),
+        "--metrics-port",
+        str(port),
+        "--secure-port",
+        str(secure),
+        "--cert-dir",
+        str(tmp_path / "certs"),
     )
     try:
         deadline = time.monotonic() + 20

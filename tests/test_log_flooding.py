@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +15,7 @@ from aiohttp.http_exceptions import BadStatusLine, LineTooLong
 from metrics_server.client_errors import ClientErrorLogger
 from metrics_server.excerpt import excerpt
 from tests.prometheus_server import free_port
+from tests.serve_process import popen_serve, write_local_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,29 +87,16 @@ def send_raw(port: int, data: bytes, *, tls: bool = False) -> bytes:
 
 def test_serve_answers_malformed_requests_with_400_and_a_bounded_log(tmp_path: Path) -> None:
     port, secure = free_port(), free_port()
-    example = (
-        (ROOT / "examples/local/metrics.yaml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{port}")
-    )
-    (tmp_path / "m.yaml").write_text(example)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "metrics_server",
-            "serve",
-            "--manifests",
-            str(tmp_path),
-            "--metrics-port",
-            str(port),
-            "--secure-port",
-            str(secure),
-            "--cert-dir",
-            str(tmp_path / "certs"),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    write_local_example(tmp_path, port, name="m.yaml")
+    proc = popen_serve(
+        "--manifests",
+        str(tmp_path),
+        "--metrics-port",
+        str(port),
+        "--secure-port",
+        str(secure),
+        "--cert-dir",
+        str(tmp_path / "certs"),
     )
     try:
         deadline = time.monotonic() + 20

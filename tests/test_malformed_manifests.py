@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from metrics_server.controller.model import load_lifecycle
 from metrics_server.model import ObjectKey
 from metrics_server.store.local import LocalStore, load_file
+from tests.serve_process import popen_serve, write_local_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -254,28 +255,15 @@ def test_serve_starts_and_serves_with_a_malformed_document_present(tmp_path: Pat
     from tests.prometheus_server import free_port
 
     port = free_port()
-    example = (
-        (ROOT / "examples/local/metrics.yaml").read_text().replace("127.0.0.1:9999", f"127.0.0.1:{port}")
-    )
-    (tmp_path / "metrics.yaml").write_text(example + "\n---\nkind: 5\n---\nkind: List\nitems: 5\n")
+    write_local_example(tmp_path, port, "\n---\nkind: 5\n---\nkind: List\nitems: 5\n")
     (tmp_path / "other.yaml").write_text(METRIC + "metadata: just-a-string\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "metrics_server",
-            "serve",
-            "--manifests",
-            str(tmp_path),
-            "--metrics-port",
-            str(port),
-            "--secure-port",
-            "0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = popen_serve(
+        "--manifests",
+        str(tmp_path),
+        "--metrics-port",
+        str(port),
+        "--secure-port",
+        "0",
     )
     try:
         deadline = time.monotonic() + 20

@@ -7,7 +7,7 @@ server's for the same header: clauses that cannot be parsed are dropped, `q=0` i
 "refused", and the sort is goautoneg's `Less` (q first, then concrete types before `*`)
 applied by an insertion sort, which is what Go's `sort.Sort` does for up to 12 clauses.
 
-We serve JSON_CONTENT_TYPE only, so a clause is usable when it names `application/json`,
+We serve JSON only, so a clause is usable when it names `application/json`,
 `application/*` or `*/*`; protobuf and YAML clauses are skipped, as a Go server without
 those serializers would skip them.
 """
@@ -26,7 +26,7 @@ class Clause:
 
     @property
     def is_json(self) -> bool:
-        """Whether a JSON_CONTENT_TYPE serializer matches this clause (type and subtype, with wildcards)."""
+        """Whether a JSON serializer matches this clause (type and subtype, with wildcards)."""
         if self.type == "*" and self.subtype == "*":
             return True
         return self.type == "application" and self.subtype in ("json", "*")
@@ -88,7 +88,7 @@ def parse_accept(header: str) -> list[Clause]:
 
 def _usable(clause: Clause) -> bool:
     """The parameter checks of `acceptMediaTypeOptions` that do not depend on the endpoint's
-    transform: `stream` must be `watch` (JSON_CONTENT_TYPE has a stream serializer), `sv` is never allowed."""
+    transform: `stream` must be `watch` (JSON has a stream serializer), `sv` is never allowed."""
     stream = clause.params.get("stream", "")
     if stream and stream != "watch":
         return False
@@ -106,7 +106,7 @@ def requested_conversion(clause: Clause) -> tuple[str, str, str] | None:
 def negotiate_conversion(
     header: str, allowed: frozenset[tuple[str, str, str]]
 ) -> tuple[str, str, str] | None:
-    """The first JSON_CONTENT_TYPE clause that asks for one of the `allowed` conversions, as
+    """The first JSON clause that asks for one of the `allowed` conversions, as
     NegotiateMediaTypeOptions with an endpoint whose AllowsMediaTypeTransform accepts exactly
     those; None when no clause does (an empty header never asks for a conversion)."""
     if not header:
@@ -122,7 +122,7 @@ def negotiate_conversion(
 
 def accepts_json(header: str) -> bool:
     """kube-openapi's handlers (pkg/handler, pkg/handler3): an empty Accept is `*/*`; a clause
-    whose type is `application` or `*` and whose subtype is `json` or `*` selects JSON_CONTENT_TYPE,
+    whose type is `application` or `*` and whose subtype is `json` or `*` selects JSON,
     whatever its parameters."""
     return any(
         c.type in ("application", "*") and c.subtype in ("json", "*") for c in parse_accept(header or "*/*")

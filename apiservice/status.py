@@ -1,4 +1,4 @@
-"""Kubernetes `Status` error objects and JSON_CONTENT_TYPE responses (always `application/json`)."""
+"""Kubernetes `Status` error objects and JSON responses (always `application/json`)."""
 
 from __future__ import annotations
 

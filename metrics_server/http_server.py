@@ -1,7 +1,7 @@
 """The plain-HTTP metrics port (9999): health, our /metrics, and upstream's KEDA REST endpoint.
 
 `GET /api/v1/metrics/{namespace}/{name}` answers `{"metric","namespace","value"}` exactly as
-upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON_CONTENT_TYPE
+upstream Keptn does for KEDA's metrics-api scaler (value as a string). Errors are JSON
 `{"error": ..., "code": ...}`: 404 unknown metric, 503 no value yet or stale (same rule as the APIs).
 """
 

@@ -18,11 +18,11 @@ timeframe is fixed at the first attempt and stored in status.timeframe), in para
 Values that arrived are kept in status.storedValues; missing ones are retried with
 exponential backoff up to --analysis-max-retries (upstream retries forever), then the
 Analysis completes with those objectives scored 0. On completion: state Completed, pass,
-warning, raw (upstream's KubeObject), the keptn_analysis_result/keptn_objective_result gauges.
+warning, raw (upstream's JSON), the keptn_analysis_result/keptn_objective_result gauges.
 
 Each reconcile reads, asks `decisions.py` what to do (pure functions, tested as tables) and
 carries the Decision out: the core v1 Events (bodies from `kube/events.py`), then the status
-as a KubeObject merge patch to the status subresource, then the requeue.
+as a JSON merge patch to the status subresource, then the requeue.
 """
 
 from __future__ import annotations

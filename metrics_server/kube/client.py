@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 MERGE_PATCH = "application/merge-patch+json"
-#: a Kubernetes object or list as decoded KubeObject (not a content type)
+#: a Kubernetes object or list as decoded JSON (not a content type)
 KubeObject = dict[str, Any]
 
 
@@ -163,7 +163,7 @@ class KubeClient:
         content_type: str = "application/json",
         request_timeout: float | None = 30.0,
     ) -> KubeObject:
-        """Send one request; returns the decoded KubeObject body, raises ApiException on non-2xx."""
+        """Send one request; returns the decoded JSON body, raises ApiException on non-2xx."""
         result = await self.api.call_api(
             path,
             method,

@@ -6,7 +6,7 @@ bad manifest is reported the same way whichever parser reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from metrics_server.excerpt import excerpt
@@ -77,14 +77,19 @@ def check_api_version(doc: Mapping[str, Any], obj: str, group: str, versions: tu
     return version
 
 
-def object_name(value: Any, obj: str, path: str) -> str:
-    """`value` if it is a valid Kubernetes object name (DNS-1123 subdomain), the API server's rule."""
+def _valid(value: Any, obj: str, path: str, errors_of: Callable[[str], list[str]], what: str) -> str:
+    """`value` if it is a string that `errors_of` finds nothing wrong with."""
     if not isinstance(value, str):
         raise ValidationError(obj, path, "must be a string")
-    errors = dns1123_subdomain_errors(value)
+    errors = errors_of(value)
     if errors:
-        raise ValidationError(obj, path, f"{value!r} is not a valid name: {'; '.join(errors)}")
+        raise ValidationError(obj, path, f"{value!r} is not a valid {what}: {'; '.join(errors)}")
     return value
+
+
+def object_name(value: Any, obj: str, path: str) -> str:
+    """`value` if it is a valid Kubernetes object name (DNS-1123 subdomain), the API server's rule."""
+    return _valid(value, obj, path, dns1123_subdomain_errors, "name")
 
 
 def reference_name(value: Any, obj: str, path: str) -> str:
@@ -92,22 +97,12 @@ def reference_name(value: Any, obj: str, path: str) -> str:
     no `/` or `%`). For references inside lifecycle objects, where upstream's own manifests use
     names such as `response_time_p95` that no object can have: such a reference stays valid and
     simply never resolves, while a path-escaping one is refused here."""
-    if not isinstance(value, str):
-        raise ValidationError(obj, path, "must be a string")
-    errors = path_segment_errors(value)
-    if errors:
-        raise ValidationError(obj, path, f"{value!r} is not a valid name: {'; '.join(errors)}")
-    return value
+    return _valid(value, obj, path, path_segment_errors, "name")
 
 
 def namespace_name(value: Any, obj: str, path: str) -> str:
     """`value` if it is a valid namespace (DNS-1123 label), the API server's rule."""
-    if not isinstance(value, str):
-        raise ValidationError(obj, path, "must be a string")
-    errors = dns1123_label_errors(value)
-    if errors:
-        raise ValidationError(obj, path, f"{value!r} is not a valid namespace: {'; '.join(errors)}")
-    return value
+    return _valid(value, obj, path, dns1123_label_errors, "namespace")
 
 
 __all__ = [

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from metrics_server.names import dns1123_subdomain_errors
+
 __all__ = ["Requirement", "Selector", "SelectorError", "parse_selector"]
 
 _NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _TOKEN = re.compile(r"\s*(==|!=|=|!|\(|\)|,|<|>|[^\s=!(),<>]+)")
 
@@ -104,7 +105,7 @@ def int64(text: str) -> int | None:
 
 def _check_key(key: str) -> None:
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+    if slash and (not prefix or dns1123_subdomain_errors(prefix)):
         raise SelectorError(f"invalid label key {key!r}: prefix must be a DNS-1123 subdomain")
     if not name or len(name) > 63 or not _NAME.match(name):
         raise SelectorError(

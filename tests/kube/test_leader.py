@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 
 import pytest
 
 from metrics_server.kube.leader import LeaderElector
 from tests.kube_fixtures import KubeEnv
+from tests.waiting import until as wait_until
 
 pytestmark = pytest.mark.kube
 
 LEASE, RENEW, RETRY = 1.0, 0.6, 0.15
 
 
-async def until(cond: Callable[[], object], within: float = 5.0) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not cond():
-        if loop.time() - start > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-    return loop.time() - start
+until = functools.partial(wait_until, within=5.0, poll=0.01)
 
 
 async def elector(kube: KubeEnv, ident: str, log: list[str]) -> LeaderElector:

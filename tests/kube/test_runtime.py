@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,18 +16,12 @@ from metrics_server.kube.client import KubeClient
 from metrics_server.kube.runtime import KubernetesRuntime
 from metrics_server.model import ObjectKey
 from tests.kube_fixtures import KubeEnv, metric_doc
+from tests.waiting import until as wait_until
 
 pytestmark = pytest.mark.kube
 
 
-async def until(cond: Callable[[], object], within: float = 10.0) -> float:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not cond():
-        if loop.time() - start > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-    return loop.time() - start
+until = functools.partial(wait_until, within=10.0)
 
 
 @pytest_asyncio.fixture

@@ -4,9 +4,9 @@ shards are taken over and fetched again while its last good values keep being se
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,19 +22,14 @@ from metrics_server.kube.runtime import KubernetesRuntime
 from metrics_server.model import ObjectKey
 from metrics_server.sharding import shard_of
 from tests.kube_fixtures import KubeEnv, metric_doc
+from tests.waiting import until as wait_until
 
 pytestmark = pytest.mark.kube
 
 NAMES = [f"m{i}" for i in range(8)]
 
 
-async def until(cond: Callable[[], object], within: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not cond():
-        if loop.time() - start > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+until = functools.partial(wait_until, within=15.0)
 
 
 @pytest_asyncio.fixture
@@ -76,7 +71,9 @@ def value(rt: KubernetesRuntime, name: str) -> float | None:
     return None if st is None else st.value
 
 
-async def test_each_replica_fetches_its_shards_and_serves_all(kube: KubeEnv, backend: dict[str, Any]) -> None:
+
+async def create_metrics(kube: KubeEnv, backend: dict[str, Any]) -> None:
+    """A provider `web` on the loopback backend and one KeptnMetric per NAMES, fetched every second."""
     await kube.create(
         {
             "apiVersion": "metrics.keptn.sh/v1",
@@ -87,6 +84,9 @@ async def test_each_replica_fetches_its_shards_and_serves_all(kube: KubeEnv, bac
     )
     for name in NAMES:
         await kube.create(metric_doc(name, provider="web", query=f"/value/{name}", interval=1))
+
+async def test_each_replica_fetches_its_shards_and_serves_all(kube: KubeEnv, backend: dict[str, Any]) -> None:
+    await create_metrics(kube, backend)
     a = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="a")
     b = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="b")
     crashed = False
@@ -153,16 +153,7 @@ async def test_the_peer_endpoint_requires_a_certificate_from_the_shared_ca(kube:
 async def test_a_joining_replica_opens_its_ports_holding_the_peers_values(
     kube: KubeEnv, backend: dict[str, Any]
 ) -> None:
-    await kube.create(
-        {
-            "apiVersion": "metrics.keptn.sh/v1",
-            "kind": "KeptnMetricsProvider",
-            "metadata": {"name": "web"},
-            "spec": {"type": "http", "targetServer": backend["url"]},
-        }
-    )
-    for name in NAMES:
-        await kube.create(metric_doc(name, provider="web", query=f"/value/{name}", interval=1))
+    await create_metrics(kube, backend)
     backend["values"] = {n: 300 + i for i, n in enumerate(NAMES)}
     a = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="a")
     b = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="b")
@@ -184,16 +175,7 @@ async def test_a_replica_cut_off_from_the_api_server_stops_fetching_and_keeps_se
 ) -> None:
     from tests.kube.test_shards import Breakable
 
-    await kube.create(
-        {
-            "apiVersion": "metrics.keptn.sh/v1",
-            "kind": "KeptnMetricsProvider",
-            "metadata": {"name": "web"},
-            "spec": {"type": "http", "targetServer": backend["url"]},
-        }
-    )
-    for name in NAMES:
-        await kube.create(metric_doc(name, provider="web", query=f"/value/{name}", interval=1))
+    await create_metrics(kube, backend)
     cut = Breakable(await kube.new_client())
     a = KubernetesRuntime(sharded_args(kube), cut, identity="a")  # type: ignore[arg-type]
     b = KubernetesRuntime(sharded_args(kube), await kube.new_client(), identity="b")

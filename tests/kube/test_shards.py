@@ -4,7 +4,7 @@ after a crash, and fencing (an owner that cannot renew stops before anyone else 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 from typing import Any
 
 import pytest
@@ -12,19 +12,14 @@ import pytest
 from metrics_server.kube.client import KubeClient
 from metrics_server.kube.shards import ShardManager
 from tests.kube_fixtures import KubeEnv
+from tests.waiting import until as wait_until
 
 pytestmark = pytest.mark.kube
 
 SHARDS, LEASE, RENEW, RETRY = 4, 1.0, 0.6, 0.15
 
 
-async def until(cond: Callable[[], object], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not cond():
-        if loop.time() - start > within:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+until = functools.partial(wait_until, within=10.0, poll=0.01)
 
 
 class Breakable:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Callable
+import functools
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -14,17 +15,12 @@ from metrics_server.model import KeptnMetric, ObjectKey
 from metrics_server.store.base import StoreEvent
 from tests.kube_fixtures import KubeEnv, metric_doc, provider_doc
 from tests.kube_standin import KubeStandin
+from tests.waiting import until as wait_until
 
 pytestmark = pytest.mark.kube
 
 
-async def until(cond: Callable[[], object], within: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while not cond():
-        if loop.time() > end:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+until = functools.partial(wait_until, within=5.0)
 
 
 @pytest_asyncio.fixture
